@@ -1,0 +1,57 @@
+"""Train and evaluate a classifier on FONTS (or a local TFDS image classification set).
+
+  python -m experiments.train_classifier --config=configs/train_classifier.py:quick \
+      --workdir=/tmp/fonts_quick [--config.model.name=mlp]
+
+Presets: `quick` (a few minutes on a 2-core CPU), `paper` (Stutz et al., CVPR 2019).
+"""
+import ml_collections
+
+
+def data_config(train_size: int, test_size: int) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      name="fonts",           # 'fonts', or a TFDS name read from data_dir ('mnist', ...)
+      font_paths=(),          # TTF/OTF files or folders; () = default_font_paths()
+      characters="ABCDEFGHIJ",
+      size=28,
+      difficulty="hard",      # easy | moderate | hard (theta ranges)
+      font_seed=0,            # the seeded permutation of the sorted font list
+      cache_dir="~/.cache/rsec/prototypes",
+      data_dir="",            # for TFDS sets
+      train_size=train_size,
+      test_size=test_size,
+  ))
+
+
+def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.data = data_config(train_size=20_000, test_size=5_000)
+  c.model = ml_collections.ConfigDict(dict(name="paper_classifier"))
+  c.training = ml_collections.ConfigDict(dict(
+      mode="normal",
+      batch_size=100,
+      epochs=8,
+      optimizer="adam",
+      learning_rate=0.01,
+      lr_decay=0.95,          # per epoch
+      b1=0.5,
+      b2=0.9,
+      weight_decay=1e-4,
+      steps_per_call=10,      # steps per compiled call (lax.scan)
+      checkpoint_every=500,   # steps
+      log_every=50,           # steps
+  ))
+  c.eval = ml_collections.ConfigDict(dict(batch_size=500))
+  c.progress = True
+
+  if preset == "quick":
+    pass
+  elif preset == "paper":
+    c.data.train_size = 112_000
+    c.data.test_size = 28_000
+    c.training.epochs = 20
+    c.training.checkpoint_every = 1000
+  else:
+    raise ValueError(f"unknown preset {preset!r}; expected 'quick' or 'paper'")
+  return c

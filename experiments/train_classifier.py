@@ -1,0 +1,72 @@
+r"""Train and evaluate a classifier (default: the paper's CNN on FONTS-hard).
+
+python -m experiments.train_classifier --config=configs/train_classifier.py:quick \
+    --workdir=/tmp/rsec/train_classifier [--config.training.epochs=2]
+
+Writes config.json, metrics.jsonl, TensorBoard events, checkpoints/ (a rerun resumes),
+results.json, report.md, samples.png and curves.png into the workdir.
+"""
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from rsec import config as cfg_lib
+from rsec import io, reporting
+from rsec.data.sources import load_classification
+from rsec.training.classifier import train_classifier, validate_train_config
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/train_classifier.py:quick")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumes if it exists).")
+
+
+def run(config, workdir: str) -> dict:
+  validate_train_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  if not os.access(workdir, os.W_OK):
+    raise ValueError(f"--workdir {workdir!r} is not writable")
+  if io.is_chief():
+    io.write_text_atomic(os.path.join(workdir, "config.json"), cfg_lib.to_json(config))
+  data = load_classification(config.data, config.seed)
+  if io.is_chief() and data.prototypes is not None:
+    from rsec.data.fonts_dataset import save_sample_grid
+    save_sample_grid(data.prototypes, os.path.join(workdir, "samples.png"),
+                     difficulty=config.data.difficulty)
+  _, results = train_classifier(config, data, workdir, progress=config.progress)
+  results.update({f"data_{k}": v for k, v in data.info.items() if k != "fonts"})
+  if io.is_chief():
+    io.write_json_atomic(os.path.join(workdir, "results.json"), results)
+    curves = reporting.plot_training_curves(os.path.join(workdir, "metrics.jsonl"),
+                                            os.path.join(workdir, "curves.png"))
+    io.write_text_atomic(os.path.join(workdir, "report.md"),
+                         _report(config, data, results, curves))
+  return results
+
+
+def _report(config, data, r: dict, curves: bool) -> str:
+  rows = [(k, r[k]) for k in ("test_accuracy", "test_error", "train_accuracy", "train_size",
+                              "test_size", "steps", "examples_per_second", "train_seconds",
+                              "devices")]
+  text = [f"# train_classifier: {config.model.name} on {data.info['name']}", "",
+          reporting.markdown_table(["metric", "value"], rows), ""]
+  if data.prototypes is not None:
+    text += [f"FONTS-{config.data.difficulty}: {data.prototypes.num_fonts} fonts x "
+             f"{data.prototypes.num_classes} characters ({data.prototypes.characters}).", "",
+             "Fonts (in data-set order): " + ", ".join(data.prototypes.font_names), "",
+             "![samples](samples.png)", ""]
+  if curves:
+    text += ["![training curves](curves.png)", ""]
+  return "\n".join(text)
+
+
+def main(argv):
+  del argv
+  if _WORKDIR.value is None:
+    raise app.UsageError("--workdir is required")
+  cfg_lib.run_cli(lambda: run(_CONFIG.value, _WORKDIR.value))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,73 @@
+"""Config helpers: validation with full key names, JSON round trips, the CLI boundary.
+
+Configs are `ml_collections.ConfigDict`s of primitives. `config_flags` already rejects
+unknown override keys and values of the wrong type; `check` adds ranges and choices and
+names the full key (e.g. `config.training.batch_size`) in its `ValueError`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any, Callable, Iterable
+
+import ml_collections
+
+
+def get(config: ml_collections.ConfigDict, dotted: str) -> Any:
+  node = config
+  for part in dotted.split("."):
+    if part not in node:
+      raise ValueError(f"config.{dotted} is missing")
+    node = node[part]
+  return node
+
+
+def check(config: ml_collections.ConfigDict, dotted: str, *, type_: type | tuple = None,
+          low: float | None = None, high: float | None = None,
+          choices: Iterable[Any] | None = None, low_exclusive: bool = False) -> Any:
+  """Checks one config value and returns it; ValueError names `config.<dotted>`."""
+  v = get(config, dotted)
+  name = f"config.{dotted}"
+  if type_ is not None:
+    types = type_ if isinstance(type_, tuple) else (type_,)
+    if float in types and isinstance(v, int) and not isinstance(v, bool):
+      v = float(v)
+    if isinstance(v, bool) and bool not in types or not isinstance(v, types):
+      raise ValueError(f"{name} must be of type {'/'.join(t.__name__ for t in types)}, "
+                       f"got {v!r}")
+  if isinstance(v, float) and not math.isfinite(v):
+    raise ValueError(f"{name} must be finite, got {v}")
+  if low is not None and (v < low or (low_exclusive and v == low)):
+    raise ValueError(f"{name} must be {'>' if low_exclusive else '>='} {low}, got {v!r}")
+  if high is not None and v > high:
+    raise ValueError(f"{name} must be <= {high}, got {v!r}")
+  if choices is not None and v not in list(choices):
+    raise ValueError(f"{name} must be one of {sorted(choices)}, got {v!r}")
+  return v
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  return config.to_json_best_effort(indent=2, sort_keys=True)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+  """Inverse of `to_json` (tuples come back as tuples where the JSON holds lists)."""
+  return ml_collections.ConfigDict(_tuples(json.loads(text)))
+
+
+def _tuples(o):
+  if isinstance(o, dict):
+    return {k: _tuples(v) for k, v in o.items()}
+  if isinstance(o, list):
+    return tuple(_tuples(v) for v in o)
+  return o
+
+
+def run_cli(main: Callable[[], Any]) -> None:
+  """Runs an entry point's body; a ValueError exits with its message, not a traceback."""
+  try:
+    main()
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)

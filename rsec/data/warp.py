@@ -1,0 +1,254 @@
+"""Differentiable affine warps (a spatial transformer) and the FONTS renderer.
+
+Coordinates follow PyTorch's `affine_grid` + `grid_sample(mode='bilinear',
+padding_mode='zeros', align_corners=False)`: an image of H x W pixels covers the
+normalised square [-1, 1]^2, pixel centres sit at x_j = (2j + 1) / W - 1 (so the
+corners of the square are the outer pixel *edges*, not centres), and the affine
+maps OUTPUT coordinates to the INPUT coordinates that are sampled:
+
+  [x_in, y_in]^T = A [x_out, y_out, 1]^T,   A = [[a, b, tx], [c, d, ty]].
+
+Samples outside the input read zeros. Because A maps output to input, a scale
+s > 1 samples a larger region, so the glyph appears *smaller*, and a translation
+tx > 0 moves the content *left*.
+
+`affine_warp` is gather-free: bilinear interpolation is written as two dense
+"one-hot weight" matrices per output pixel (rows x columns), contracted with the
+image by a batched matmul. XLA:CPU vectorises that well, while it executes gathers
+element by element; `affine_warp_gather` is the plain gather formulation, kept as
+a simple reference.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rsec import checks
+
+THETA_DIM = 6
+IDENTITY_THETA = np.array([0.0, 0.0, 0.0, 0.0, 1.0, 0.0], np.float32)
+
+
+def theta_to_affine(theta: jax.Array) -> jax.Array:
+  """Maps generator parameters to affine matrices in normalised coordinates.
+
+  Args:
+    theta: [..., 6] = (translation x, translation y, shear x, shear y, scale,
+      rotation). Translations are in normalised units (the image spans [-1, 1],
+      so 0.1 is 5% of the width), rotation is in radians (counter-clockwise in
+      (x right, y down) pixel axes means clockwise on screen), scale and shear are
+      unitless.
+
+  Returns:
+    [..., 2, 3] matrices [L | t] with L = R(rot) @ Shear(sx, sy) * scale,
+    Shear = [[1, sx], [sy, 1]], t = (tx, ty): the sampling point is
+    L @ p + t, i.e. scale first, then shear, then rotate, then translate.
+    The identity theta (0, 0, 0, 0, 1, 0) gives exactly [[1, 0, 0], [0, 1, 0]].
+  """
+  theta = jnp.asarray(theta)
+  tx, ty, sx, sy, s, rot = (theta[..., k] for k in range(THETA_DIM))
+  cos, sin = jnp.cos(rot), jnp.sin(rot)
+  # R @ [[1, sx], [sy, 1]], then times the scale.
+  a = (cos - sin * sy) * s
+  b = (cos * sx - sin) * s
+  c = (sin + cos * sy) * s
+  d = (sin * sx + cos) * s
+  row0 = jnp.stack([a, b, tx], axis=-1)
+  row1 = jnp.stack([c, d, ty], axis=-1)
+  return jnp.stack([row0, row1], axis=-2)
+
+
+def _sample_coords(affine: jax.Array, height: int, width: int) -> tuple[jax.Array, jax.Array]:
+  """Input pixel coordinates sampled by each output pixel.
+
+  Args:
+    affine: [N, 2, 3].
+
+  Returns:
+    (ix, iy), each [N, H*W] in input pixel units (0 = centre of the first pixel),
+    output pixels in row-major order.
+  """
+  xs = (2.0 * jnp.arange(width, dtype=affine.dtype) + 1.0) / width - 1.0
+  ys = (2.0 * jnp.arange(height, dtype=affine.dtype) + 1.0) / height - 1.0
+  gx = jnp.tile(xs, height)
+  gy = jnp.repeat(ys, width)
+  a = affine[:, :, :, None]
+  x_in = a[:, 0, 0] * gx + a[:, 0, 1] * gy + a[:, 0, 2]
+  y_in = a[:, 1, 0] * gx + a[:, 1, 1] * gy + a[:, 1, 2]
+  ix = ((x_in + 1.0) * width - 1.0) * 0.5
+  iy = ((y_in + 1.0) * height - 1.0) * 0.5
+  return ix, iy
+
+
+def _interp_weights(coord: jax.Array, size: int) -> jax.Array:
+  """Bilinear weights of every pixel index for each sampling coordinate.
+
+  Args:
+    coord: [N, P] coordinates in pixel units.
+
+  Returns:
+    [N, P, size]: (1 - frac) at floor(coord), frac at floor(coord) + 1, zero
+    elsewhere (indices outside [0, size) simply do not exist, which is zero
+    padding). The floor is taken explicitly, not through a |d| "tent", so the
+    derivative at integer coordinates is the one-sided one of the gather
+    formulation (and of grid_sample), not zero.
+  """
+  lo = jnp.floor(coord)
+  frac = (coord - lo)[..., None]
+  lo = lo[..., None]
+  idx = jnp.arange(size, dtype=coord.dtype)
+  return jnp.where(idx == lo, 1.0 - frac, 0.0) + jnp.where(idx == lo + 1.0, frac, 0.0)
+
+
+def _warp_dense(images: jax.Array, affine: jax.Array) -> jax.Array:
+  """[N, H, W] x [N, 2, 3] -> [N, H, W] by dense bilinear weight matrices."""
+  _, height, width = images.shape
+  ix, iy = _sample_coords(affine, height, width)
+  wx = _interp_weights(ix, width)    # [N, P, W]
+  wy = _interp_weights(iy, height)   # [N, P, H]
+  rows = jnp.einsum("npw,nhw->nph", wx, images, precision=jax.lax.Precision.HIGHEST)
+  return jnp.sum(rows * wy, axis=-1).reshape(images.shape)
+
+
+def _warp_gather(images: jax.Array, affine: jax.Array) -> jax.Array:
+  """[N, H, W] x [N, 2, 3] -> [N, H, W] by gathering the four neighbours."""
+  n, height, width = images.shape
+  ix, iy = _sample_coords(affine, height, width)
+  x0, y0 = jnp.floor(ix), jnp.floor(iy)
+  fx, fy = ix - x0, iy - y0
+  flat = images.reshape(n, height * width)
+  out = jnp.zeros_like(ix)
+  for dy, wy in ((0, 1.0 - fy), (1, fy)):
+    for dx, wx in ((0, 1.0 - fx), (1, fx)):
+      xi, yi = x0 + dx, y0 + dy
+      inside = (xi >= 0) & (xi <= width - 1) & (yi >= 0) & (yi <= height - 1)
+      lin = (jnp.clip(yi, 0, height - 1) * width + jnp.clip(xi, 0, width - 1)).astype(jnp.int32)
+      vals = jnp.take_along_axis(flat, lin, axis=1)
+      out = out + jnp.where(inside, vals * wx * wy, 0.0)
+  return out.reshape(images.shape)
+
+
+def _flatten_warp_args(images: jax.Array, affine: jax.Array
+                       ) -> tuple[jax.Array, jax.Array, tuple[int, ...]]:
+  """Validates `affine_warp` arguments; returns [N, H, W], [N, 2, 3] and the batch shape."""
+  if getattr(images, "ndim", 0) < 2:
+    raise ValueError(
+        f"images must have shape (..., H, W), got {getattr(images, 'shape', None)}")
+  checks.check_float_array("images", images)
+  affine_shape = tuple(getattr(affine, "shape", ()))
+  if len(affine_shape) < 2 or affine_shape[-2:] != (2, 3):
+    raise ValueError(f"affine must have shape (..., 2, 3), got {affine_shape}")
+  checks.check_float_array("affine", affine)
+  checks.check_all_finite("affine", affine)
+  try:
+    lead = jnp.broadcast_shapes(images.shape[:-2], affine.shape[:-2])
+  except ValueError:
+    raise ValueError(
+        f"images batch shape {images.shape[:-2]} and affine batch shape "
+        f"{affine.shape[:-2]} do not broadcast") from None
+  height, width = images.shape[-2:]
+  images = jnp.broadcast_to(images, lead + (height, width)).reshape(-1, height, width)
+  affine = jnp.broadcast_to(affine, lead + (2, 3)).reshape(-1, 2, 3)
+  return images, affine.astype(images.dtype), tuple(lead)
+
+
+def affine_warp(images: jax.Array, affine: jax.Array) -> jax.Array:
+  """Bilinear affine warp with zero padding (grid_sample, align_corners=False).
+
+  Args:
+    images: [..., H, W] float, single channel (vmap or fold channels into the batch).
+    affine: [..., 2, 3] float, mapping output to input normalised coordinates;
+      its batch shape broadcasts against the images' batch shape.
+
+  Returns:
+    [broadcast batch..., H, W], same dtype as images. Differentiable in both
+    arguments; jit- and vmap-able (value checks are skipped under tracing).
+  """
+  flat_images, flat_affine, lead = _flatten_warp_args(images, affine)
+  return _warp_dense(flat_images, flat_affine).reshape(lead + images.shape[-2:])
+
+
+def affine_warp_gather(images: jax.Array, affine: jax.Array) -> jax.Array:
+  """Same contract as `affine_warp`, by gathers: the simple reference (slower on CPU)."""
+  flat_images, flat_affine, lead = _flatten_warp_args(images, affine)
+  return _warp_gather(flat_images, flat_affine).reshape(lead + images.shape[-2:])
+
+
+def validate_theta(theta: jax.Array, batch: int | None = None, name: str = "theta") -> None:
+  """Checks theta is a float [..., 6] array (or [batch, 6]) with finite entries.
+
+  The finiteness check is skipped for tracers, so this is a no-op inside jit
+  beyond the static shape and dtype checks.
+  """
+  if batch is None:
+    shape = tuple(getattr(theta, "shape", ()))
+    if not shape or shape[-1] != THETA_DIM:
+      raise ValueError(f"{name} must have shape (..., {THETA_DIM}), got {shape}")
+  else:
+    checks.check_shape(name, theta, (batch, THETA_DIM))
+  checks.check_float_array(name, theta)
+  checks.check_all_finite(name, theta)
+
+
+def _check_indices(name: str, idx: jax.Array, limit: int, batch: int | None) -> None:
+  shape = (batch,) if batch is not None else ()
+  checks.check_shape(name, idx, shape)
+  dtype = getattr(idx, "dtype", None)
+  if dtype is None or not np.issubdtype(np.dtype(dtype), np.integer):
+    raise ValueError(f"{name} must be an integer array, got dtype {dtype}")
+  if checks._is_tracer(idx):  # pylint: disable=protected-access
+    return
+  a = np.asarray(idx)
+  if a.size and (a.min() < 0 or a.max() >= limit):
+    raise ValueError(f"{name} must lie in [0, {limit}), got values in [{a.min()}, {a.max()}]")
+
+
+def _check_prototypes(prototype_images: jax.Array) -> None:
+  checks.check_shape("prototype_images", prototype_images, (None, None, None, None))
+  checks.check_float_array("prototype_images", prototype_images)
+
+
+def render_batch(prototype_images: jax.Array, fonts: jax.Array, chars: jax.Array,
+                 thetas: jax.Array) -> jax.Array:
+  """Renders FONTS images: prototype[font, char] warped by theta.
+
+  Args:
+    prototype_images: [F, C, H, W] float in [0, 1] (`Prototypes.images`).
+    fonts: [N] int font indices in [0, F).
+    chars: [N] int character (class) indices in [0, C).
+    thetas: [N, 6] float generator parameters (see `theta_to_affine`).
+
+  Returns:
+    [N, H, W] images in [0, 1]. Differentiable in thetas (and the prototypes).
+  """
+  _check_prototypes(prototype_images)
+  n = getattr(fonts, "shape", (None,))[0] if getattr(fonts, "ndim", 0) == 1 else None
+  num_fonts, num_chars = prototype_images.shape[:2]
+  _check_indices("fonts", fonts, num_fonts, n)
+  _check_indices("chars", chars, num_chars, n)
+  validate_theta(thetas, batch=n, name="thetas")
+  glyphs = prototype_images[fonts, chars]
+  return _warp_dense(glyphs, theta_to_affine(thetas).astype(glyphs.dtype))
+
+
+def render(prototype_images: jax.Array, font: jax.Array | int, char: jax.Array | int,
+           theta: jax.Array) -> jax.Array:
+  """Renders one FONTS image.
+
+  Args:
+    prototype_images: [F, C, H, W] float.
+    font: scalar int in [0, F).
+    char: scalar int in [0, C).
+    theta: [6] float.
+
+  Returns:
+    [H, W] image; theta = IDENTITY_THETA reproduces the prototype.
+  """
+  font, char, theta = jnp.asarray(font), jnp.asarray(char), jnp.asarray(theta)
+  _check_prototypes(prototype_images)
+  _check_indices("font", font, prototype_images.shape[0], None)
+  _check_indices("char", char, prototype_images.shape[1], None)
+  checks.check_shape("theta", theta, (THETA_DIM,))
+  validate_theta(theta)
+  return render_batch(prototype_images, font[None], char[None], theta[None])[0]
