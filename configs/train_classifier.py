@@ -29,7 +29,13 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.data = data_config(train_size=20_000, test_size=5_000)
   c.model = ml_collections.ConfigDict(dict(name="paper_classifier"))
   c.training = ml_collections.ConfigDict(dict(
-      mode="normal",
+      mode="normal",          # normal | adversarial | adversarial_full | trades
+      # Adversarial modes: the attack (an rsec.attacks.ATTACKS name + its arguments).
+      # The paper: Adam on delta, eps 0.3 L-inf, 40 iterations, highest-loss iterate.
+      attack=dict(name="paper", eps=0.3, norm="linf", steps=40, lr=0.005, restarts=1,
+                  select="max_loss"),
+      adversarial_fraction=0.5,  # share of each batch made adversarial ('adversarial')
+      trades_beta=6.0,
       batch_size=100,
       epochs=8,
       optimizer="adam",

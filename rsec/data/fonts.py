@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import string
 from typing import Sequence
 
 import flax.struct
@@ -22,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rsec import checks
+from rsec.data import font_checks
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,6 @@ _OVERSAMPLE = 4
 _GLYPH_FRACTION = 0.75
 # Fonts whose stacks of glyph images differ by less than this (max abs) are copies.
 _DUPLICATE_ATOL = 1e-2
-# Backstop only: these ship beside matplotlib's text fonts and are caught by the
-# behavioural checks below; the list guards against a check being weakened.
-SYMBOL_FONT_DENY_PREFIXES = ("cmex", "cmsy", "stixsiz", "stixnonuni", "lastresort")
 _SYSTEM_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.fonts",
                      "~/.local/share/fonts")
 
@@ -90,12 +87,6 @@ def _check_characters(characters: str) -> str:
   return characters
 
 
-def _open_font(path: str):
-  """fontTools font object; raises on unreadable files."""
-  from fontTools.ttLib import TTFont  # pylint: disable=import-outside-toplevel
-  return TTFont(path, lazy=True, fontNumber=0)
-
-
 def _candidate_files(font_paths: Sequence[str]) -> list[str]:
   """Expands folders recursively; explicit files must be readable fonts."""
   if isinstance(font_paths, (str, os.PathLike)):
@@ -110,55 +101,13 @@ def _candidate_files(font_paths: Sequence[str]) -> list[str]:
         files.update(os.path.join(root, n) for n in names if n.lower().endswith(FONT_SUFFIXES))
     elif os.path.isfile(path):
       try:
-        _open_font(path)["cmap"]  # pylint: disable=expression-not-assigned
+        font_checks.open_font(path)["cmap"]  # pylint: disable=expression-not-assigned
       except Exception as e:  # pylint: disable=broad-except
         raise ValueError(f"font_paths entry {raw!r} is not a readable TTF/OTF font: {e}") from None
       files.add(path)
     else:
       raise ValueError(f"font_paths entry {raw!r} does not exist")
   return sorted(files)
-
-
-def _cmap_problem(path: str, characters: str) -> str | None:
-  """Why the font's character map makes it unusable, or None."""
-  from fontTools import agl  # pylint: disable=import-outside-toplevel
-  try:
-    font = _open_font(path)
-    cmap = font.getBestCmap()
-    order = font.getGlyphOrder()
-  except Exception as e:  # pylint: disable=broad-except
-    return f"cannot be read as a font ({type(e).__name__}: {e})"
-  if not cmap:
-    return "has no Unicode character map (symbol-encoded font)"
-  notdef = {".notdef", order[0] if order else ".notdef"}
-
-  def bad(ch: str) -> str | None:
-    name = cmap.get(ord(ch))
-    if name is None or name in notdef:
-      return "missing"
-    meaning = agl.toUnicode(name)
-    # Names that spell another character reveal a symbol encoding (cmex10 maps
-    # 'A' to 'parenrightbt'); unknown names ('glyph12') say nothing.
-    if meaning and meaning.lower() != ch.lower():
-      return f"glyph {name!r}"
-    return None
-
-  missing = [ch for ch in characters if bad(ch) == "missing"]
-  if missing:
-    return f"has no glyph for {''.join(missing)!r}"
-  latin = string.ascii_letters
-  wrong = [(ch, bad(ch)) for ch in latin if bad(ch)]
-  names = [cmap.get(ord(ch)) for ch in latin]
-  shared = [ch for ch, n in zip(latin, names)
-            if sum(m == n for m in names) > 2]
-  if len(wrong) + len(shared) >= len(latin) // 4:
-    example = ", ".join(f"{c!r} -> {w}" for c, w in wrong[:3]) or f"{len(shared)} letters share glyphs"
-    return (f"is a symbol font: {len(wrong)} of {len(latin)} Latin letters missing or "
-            f"mapped to other symbols, {len(shared)} sharing one glyph ({example})")
-  for ch in characters:
-    if bad(ch):
-      return f"maps {ch!r} to {bad(ch)}"
-  return None
 
 
 def _render_glyph(font, ch: str, size: int) -> np.ndarray | None:
@@ -207,21 +156,17 @@ def _render_font(path: str, characters: str, size: int) -> tuple[np.ndarray | No
 
 def _font_name(path: str) -> str:
   try:
-    name = _open_font(path)["name"].getDebugName(4)
+    name = font_checks.open_font(path)["name"].getDebugName(4)
   except Exception:  # pylint: disable=broad-except
     name = None
   return name or os.path.splitext(os.path.basename(path))[0]
-
-
-def _deny_listed(path: str) -> bool:
-  return os.path.basename(path).lower().startswith(SYMBOL_FONT_DENY_PREFIXES)
 
 
 def _build(files: list[str], characters: str, size: int) -> dict:
   """Renders and filters fonts in sorted-path order (earlier copies win)."""
   kept, images, skipped = [], [], []
   for path in files:
-    reason = _cmap_problem(path, characters)
+    reason = font_checks.cmap_problem(path, characters)
     stack = None
     if reason is None:
       stack, reason = _render_font(path, characters, size)
@@ -231,13 +176,18 @@ def _build(files: list[str], characters: str, size: int) -> dict:
           reason = f"duplicates the glyphs of {other}"
           break
       else:
-        if _deny_listed(path):
+        if font_checks.deny_listed(path):
           reason = "is on the symbol-font deny-list"
     if reason:
       skipped.append((path, reason))
     else:
       kept.append(path)
       images.append(stack)
+  if kept:
+    for f in reversed(font_checks.consensus_outliers(np.stack(images))):
+      skipped.append((kept.pop(f), "has glyphs unlike the other fonts' letters (symbol font)"))
+      images.pop(f)
+  skipped.sort()
   return dict(kept=kept, images=images, skipped=skipped)
 
 

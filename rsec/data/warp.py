@@ -12,11 +12,12 @@ Samples outside the input read zeros. Because A maps output to input, a scale
 s > 1 samples a larger region, so the glyph appears *smaller*, and a translation
 tx > 0 moves the content *left*.
 
-`affine_warp` is gather-free: bilinear interpolation is written as two dense
-"one-hot weight" matrices per output pixel (rows x columns), contracted with the
-image by a batched matmul. XLA:CPU vectorises that well, while it executes gathers
-element by element; `affine_warp_gather` is the plain gather formulation, kept as
-a simple reference.
+`affine_warp` gathers the four neighbours from a zero-padded copy of the image
+with clamped indices, so XLA fuses the whole warp into a single loop without
+bounds masks; `affine_warp_gather` is the textbook formulation (unpadded, masked),
+kept as a simple reference. A gather-free formulation (bilinear weights as dense
+one-hot or "tent" matrices contracted by a batched matmul) measured 6-30x slower
+on XLA:CPU at 28 x 28: it does H*W work per output pixel instead of 4 loads.
 """
 from __future__ import annotations
 
@@ -59,6 +60,13 @@ def theta_to_affine(theta: jax.Array) -> jax.Array:
   return jnp.stack([row0, row1], axis=-2)
 
 
+def _base_grid(height: int, width: int, dtype) -> tuple[jax.Array, jax.Array]:
+  """Normalised pixel-centre coordinates (align_corners=False): xs [W], ys [H]."""
+  xs = (2.0 * jnp.arange(width, dtype=dtype) + 1.0) / width - 1.0
+  ys = (2.0 * jnp.arange(height, dtype=dtype) + 1.0) / height - 1.0
+  return xs, ys
+
+
 def _sample_coords(affine: jax.Array, height: int, width: int) -> tuple[jax.Array, jax.Array]:
   """Input pixel coordinates sampled by each output pixel.
 
@@ -67,54 +75,57 @@ def _sample_coords(affine: jax.Array, height: int, width: int) -> tuple[jax.Arra
 
   Returns:
     (ix, iy), each [N, H*W] in input pixel units (0 = centre of the first pixel),
-    output pixels in row-major order.
+    output pixels in row-major order. The normalised -> pixel conversion
+    u -> ((u + 1) * W - 1) / 2 is folded into the affine, saving ops per pixel.
   """
-  xs = (2.0 * jnp.arange(width, dtype=affine.dtype) + 1.0) / width - 1.0
-  ys = (2.0 * jnp.arange(height, dtype=affine.dtype) + 1.0) / height - 1.0
-  gx = jnp.tile(xs, height)
-  gy = jnp.repeat(ys, width)
-  a = affine[:, :, :, None]
-  x_in = a[:, 0, 0] * gx + a[:, 0, 1] * gy + a[:, 0, 2]
-  y_in = a[:, 1, 0] * gx + a[:, 1, 1] * gy + a[:, 1, 2]
-  ix = ((x_in + 1.0) * width - 1.0) * 0.5
-  iy = ((y_in + 1.0) * height - 1.0) * 0.5
-  return ix, iy
+  xs, ys = _base_grid(height, width, affine.dtype)
+  xs, ys = xs[None, None, :], ys[None, :, None]
+  scaled = affine * jnp.array([width * 0.5, height * 0.5], affine.dtype)[None, :, None]
+  ax, ay = scaled[:, 0, :, None, None], scaled[:, 1, :, None, None]
+  # Computed separately for x and y, which keeps XLA's fusion into one loop.
+  ix = ax[:, 0] * xs + ax[:, 1] * ys + (ax[:, 2] + (width - 1) * 0.5)
+  iy = ay[:, 0] * xs + ay[:, 1] * ys + (ay[:, 2] + (height - 1) * 0.5)
+  n = affine.shape[0]
+  return ix.reshape(n, -1), iy.reshape(n, -1)
 
 
-def _interp_weights(coord: jax.Array, size: int) -> jax.Array:
-  """Bilinear weights of every pixel index for each sampling coordinate.
+def _warp_fast(images: jax.Array, affine: jax.Array) -> jax.Array:
+  """[N, H, W] x [N, 2, 3] -> [N, H, W]: four gathers from a zero-padded image.
 
-  Args:
-    coord: [N, P] coordinates in pixel units.
-
-  Returns:
-    [N, P, size]: (1 - frac) at floor(coord), frac at floor(coord) + 1, zero
-    elsewhere (indices outside [0, size) simply do not exist, which is zero
-    padding). The floor is taken explicitly, not through a |d| "tent", so the
-    derivative at integer coordinates is the one-sided one of the gather
-    formulation (and of grid_sample), not zero.
+  The zero ring replaces per-sample bounds masks: neighbour indices are clamped
+  into [-1, size], where the ring reads zero, so every gather is in bounds and
+  XLA fuses the whole warp into one loop.
   """
-  lo = jnp.floor(coord)
-  frac = (coord - lo)[..., None]
-  lo = lo[..., None]
-  idx = jnp.arange(size, dtype=coord.dtype)
-  return jnp.where(idx == lo, 1.0 - frac, 0.0) + jnp.where(idx == lo + 1.0, frac, 0.0)
-
-
-def _warp_dense(images: jax.Array, affine: jax.Array) -> jax.Array:
-  """[N, H, W] x [N, 2, 3] -> [N, H, W] by dense bilinear weight matrices."""
-  _, height, width = images.shape
+  n, height, width = images.shape
   ix, iy = _sample_coords(affine, height, width)
-  wx = _interp_weights(ix, width)    # [N, P, W]
-  wy = _interp_weights(iy, height)   # [N, P, H]
-  rows = jnp.einsum("npw,nhw->nph", wx, images, precision=jax.lax.Precision.HIGHEST)
-  return jnp.sum(rows * wy, axis=-1).reshape(images.shape)
+  x0, y0 = jnp.floor(ix), jnp.floor(iy)
+  fx, fy = ix - x0, iy - y0
+  # Clamping after the int conversion keeps indices in bounds even for NaN/inf.
+  xi = jnp.clip(x0.astype(jnp.int32), -2, width)
+  yi = jnp.clip(y0.astype(jnp.int32), -2, height)
+  stride = width + 2
+  xa, xb = jnp.maximum(xi, -1) + 1, jnp.minimum(xi + 1, width) + 1
+  ya, yb = (jnp.maximum(yi, -1) + 1) * stride, (jnp.minimum(yi + 1, height) + 1) * stride
+  flat = jnp.pad(images, ((0, 0), (1, 1), (1, 1))).reshape(n, -1)
+
+  def take(index):
+    return jnp.take_along_axis(flat, index, axis=1, mode="promise_in_bounds")
+
+  top_left, top_right = take(ya + xa), take(ya + xb)
+  bottom_left, bottom_right = take(yb + xa), take(yb + xb)
+  top = top_left + fx * (top_right - top_left)
+  bottom = bottom_left + fx * (bottom_right - bottom_left)
+  return (top + fy * (bottom - top)).reshape(images.shape)
 
 
 def _warp_gather(images: jax.Array, affine: jax.Array) -> jax.Array:
-  """[N, H, W] x [N, 2, 3] -> [N, H, W] by gathering the four neighbours."""
+  """[N, H, W] x [N, 2, 3] -> [N, H, W]: the textbook formulation (reference)."""
   n, height, width = images.shape
-  ix, iy = _sample_coords(affine, height, width)
+  xs, ys = _base_grid(height, width, images.dtype)
+  gx, gy = jnp.tile(xs, height), jnp.repeat(ys, width)
+  a = affine[:, :, :, None]
+  ix = ((a[:, 0, 0] * gx + a[:, 0, 1] * gy + a[:, 0, 2] + 1.0) * width - 1.0) * 0.5
+  iy = ((a[:, 1, 0] * gx + a[:, 1, 1] * gy + a[:, 1, 2] + 1.0) * height - 1.0) * 0.5
   x0, y0 = jnp.floor(ix), jnp.floor(iy)
   fx, fy = ix - x0, iy - y0
   flat = images.reshape(n, height * width)
@@ -166,7 +177,7 @@ def affine_warp(images: jax.Array, affine: jax.Array) -> jax.Array:
     arguments; jit- and vmap-able (value checks are skipped under tracing).
   """
   flat_images, flat_affine, lead = _flatten_warp_args(images, affine)
-  return _warp_dense(flat_images, flat_affine).reshape(lead + images.shape[-2:])
+  return _warp_fast(flat_images, flat_affine).reshape(lead + images.shape[-2:])
 
 
 def affine_warp_gather(images: jax.Array, affine: jax.Array) -> jax.Array:
@@ -229,7 +240,7 @@ def render_batch(prototype_images: jax.Array, fonts: jax.Array, chars: jax.Array
   _check_indices("chars", chars, num_chars, n)
   validate_theta(thetas, batch=n, name="thetas")
   glyphs = prototype_images[fonts, chars]
-  return _warp_dense(glyphs, theta_to_affine(thetas).astype(glyphs.dtype))
+  return _warp_fast(glyphs, theta_to_affine(thetas).astype(glyphs.dtype))
 
 
 def render(prototype_images: jax.Array, font: jax.Array | int, char: jax.Array | int,

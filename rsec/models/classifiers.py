@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rsec.models.layers import PatchConv
 from rsec.registry import Registry
 
 MODELS: Registry[type[nn.Module]] = Registry("model")
@@ -30,7 +31,7 @@ class PaperClassifier(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     for c in self.channels:
-      x = nn.Conv(c, (4, 4), strides=(2, 2), padding="SAME", use_bias=False)(x)
+      x = PatchConv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False)(x)
       x = nn.relu(nn.BatchNorm(use_running_average=not train, **_BN)(x))
     x = x.reshape((x.shape[0], -1))
     x = nn.Dense(self.hidden, use_bias=False)(x)
@@ -60,12 +61,12 @@ class _BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     bn = lambda: nn.BatchNorm(use_running_average=not train, **_BN)
-    y = nn.Conv(self.channels, (3, 3), self.strides, padding="SAME", use_bias=False)(x)
+    y = PatchConv(self.channels, (3, 3), self.strides, padding="SAME", use_bias=False)(x)
     y = nn.relu(bn()(y))
-    y = nn.Conv(self.channels, (3, 3), padding="SAME", use_bias=False)(y)
+    y = PatchConv(self.channels, (3, 3), padding="SAME", use_bias=False)(y)
     y = bn()(y)
     if x.shape[-1] != self.channels or self.strides != 1:
-      x = nn.Conv(self.channels, (1, 1), self.strides, use_bias=False)(x)
+      x = PatchConv(self.channels, (1, 1), self.strides, use_bias=False)(x)
       x = bn()(x)
     return nn.relu(x + y)
 
@@ -78,7 +79,7 @@ class SmallResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    x = nn.Conv(self.stages[0], (3, 3), padding="SAME", use_bias=False)(x)
+    x = PatchConv(self.stages[0], (3, 3), padding="SAME", use_bias=False)(x)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, **_BN)(x))
     for i, c in enumerate(self.stages):
       x = _BasicBlock(c, 1 if i == 0 else 2)(x, train)

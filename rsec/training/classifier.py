@@ -29,7 +29,7 @@ def validate_train_config(c: ml_collections.ConfigDict) -> None:
   validate_data_config(c)
   cfg_lib.check(c, "model.name", type_=str, choices=MODELS.names())
   t = "training."
-  cfg_lib.check(c, t + "mode", type_=str, choices=modes.TRAINING_MODES.names())
+  cfg_lib.check(c, t + "mode", type_=str, choices=modes.mode_names())
   cfg_lib.check(c, t + "batch_size", type_=int, low=1)
   cfg_lib.check(c, t + "epochs", type_=(int, float), low=0, low_exclusive=True)
   cfg_lib.check(c, t + "optimizer", type_=str, choices=("adam", "sgd"))
@@ -42,6 +42,11 @@ def validate_train_config(c: ml_collections.ConfigDict) -> None:
   cfg_lib.check(c, t + "checkpoint_every", type_=int, low=1)
   cfg_lib.check(c, t + "log_every", type_=int, low=1)
   cfg_lib.check(c, "eval.batch_size", type_=int, low=1)
+  if c.training.mode != "normal":
+    from rsec.attacks import ATTACKS
+    cfg_lib.check(c, t + "attack.name", type_=str, choices=ATTACKS.names())
+    cfg_lib.check(c, t + "adversarial_fraction", type_=float, low=0, high=1, low_exclusive=True)
+    cfg_lib.check(c, t + "trades_beta", type_=float, low=0)
   n = jax.device_count()
   for key in ("training.batch_size", "eval.batch_size"):
     if cfg_lib.get(c, key) % n:
@@ -82,14 +87,15 @@ def train_classifier(c: ml_collections.ConfigDict, data: ClassificationData, wor
   steps_per_epoch = n_train // t.batch_size
   num_steps = max(1, int(round(t.epochs * steps_per_epoch)))
   state = build_state(c, data.num_classes, data.train["image"].shape[1:], steps_per_epoch)
-  perturb = modes.make_perturb(c, state.apply_fn)
+  mode = modes.make_mode(c, state.apply_fn)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
                       checkpoint_meta(c, data.num_classes, data.train["image"].shape[1:]))
   writer = MetricWriter(workdir)
   try:
     state, stats = fit(
         state, data.train, key=jax.random.fold_in(jax.random.key(c.seed), 1),
-        batch_size=t.batch_size, num_steps=num_steps, seed=c.seed, mesh=mesh, perturb=perturb,
+        batch_size=t.batch_size, num_steps=num_steps, seed=c.seed, mesh=mesh, perturb=mode.perturb,
+        loss_fn=mode.loss,
         steps_per_call=t.steps_per_call, checkpointer=ckpt, checkpoint_every=t.checkpoint_every,
         writer=writer, log_every=t.log_every, progress=progress)
     test = evaluate(state, data.test["image"], data.test["label"],

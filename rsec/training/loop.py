@@ -54,7 +54,8 @@ class EpochSampler:
 
 def fit(state: TrainState, data: Mapping[str, np.ndarray], *, key: jax.Array, batch_size: int,
         num_steps: int, seed: int = 0, mesh: jax.sharding.Mesh | None = None,
-        perturb: Callable | None = None, steps_per_call: int = 8,
+        perturb: Callable | None = None, loss_fn: Callable | None = None,
+        steps_per_call: int = 8,
         checkpointer: Checkpointer | None = None, checkpoint_every: int = 1000,
         writer: MetricWriter | None = None, log_every: int = 100, progress: bool = True,
         desc: str = "train") -> tuple[TrainState, FitStats]:
@@ -65,7 +66,7 @@ def fit(state: TrainState, data: Mapping[str, np.ndarray], *, key: jax.Array, ba
       'label' [N]; other keys (e.g. 'font', 'theta') ride along for perturbations.
     key: base PRNG key of the run (see module docstring).
     mesh: data-parallel mesh (default: all devices); batch_size must divide evenly.
-    perturb: optional training-mode perturbation (see `rsec.training.steps`).
+    perturb, loss_fn: the training mode's perturbation and loss (`rsec.training.modes`).
     steps_per_call: steps per compiled call (`lax.scan`); chunks end at checkpoint
       boundaries and are padded with no-op slots so the call compiles once.
     checkpointer: if given, the run resumes from its latest checkpoint and saves every
@@ -90,7 +91,7 @@ def fit(state: TrainState, data: Mapping[str, np.ndarray], *, key: jax.Array, ba
   if start >= num_steps:
     return state, FitStats(0, 0.0, 0.0)
 
-  multi = make_multi_step(make_train_step(perturb), mesh)
+  multi = make_multi_step(make_train_step(perturb, loss_fn), mesh)
   k = max(1, min(steps_per_call, num_steps))
 
   def chunk(s0: int):

@@ -64,7 +64,9 @@ def make_train_step(perturb: Perturb | None = None,
     new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
     metrics = {
         "loss": loss,
-        "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+        # Modes may stack extra rows after the labelled ones (TRADES): score the first B.
+        "accuracy": jnp.mean(jnp.argmax(logits[:batch["label"].shape[0]], -1)
+                             == batch["label"]),
         "grad_norm": optax.tree.norm(grads),
         "finite": finite.astype(jnp.float32),
     }
