@@ -65,7 +65,13 @@ def _tuples(o):
 
 
 def run_cli(main: Callable[[], Any]) -> None:
-  """Runs an entry point's body; a ValueError exits with its message, not a traceback."""
+  """Runs an entry point's body; a ValueError exits with its message, not a traceback.
+
+  Library INFO logs (orbax's checkpoint chatter) are hidden unless `-v 1` is given.
+  """
+  from absl import logging as absl_logging
+  if absl_logging.get_verbosity() <= absl_logging.INFO and "-v" not in " ".join(sys.argv):
+    absl_logging.set_verbosity(absl_logging.WARNING)
   try:
     main()
   except ValueError as e:

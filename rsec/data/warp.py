@@ -31,6 +31,7 @@ THETA_DIM = 6
 IDENTITY_THETA = np.array([0.0, 0.0, 0.0, 0.0, 1.0, 0.0], np.float32)
 
 
+@jax.jit
 def theta_to_affine(theta: jax.Array) -> jax.Array:
   """Maps generator parameters to affine matrices in normalised coordinates.
 
@@ -75,20 +76,28 @@ def _sample_coords(affine: jax.Array, height: int, width: int) -> tuple[jax.Arra
 
   Returns:
     (ix, iy), each [N, H*W] in input pixel units (0 = centre of the first pixel),
-    output pixels in row-major order. The normalised -> pixel conversion
-    u -> ((u + 1) * W - 1) / 2 is folded into the affine, saving ops per pixel.
+    output pixels in row-major order. Written in centred pixel units
+    u = j - (W - 1) / 2 (so x = 2u / W): ix = a u + b (W / H) v + t W / 2 + (W - 1) / 2.
+    Half-integers are exact in floating point, so the identity samples exactly
+    at pixel centres and reproduces the image bit for bit.
   """
-  xs, ys = _base_grid(height, width, affine.dtype)
-  xs, ys = xs[None, None, :], ys[None, :, None]
-  scaled = affine * jnp.array([width * 0.5, height * 0.5], affine.dtype)[None, :, None]
-  ax, ay = scaled[:, 0, :, None, None], scaled[:, 1, :, None, None]
+  dtype = affine.dtype
+  u = jnp.arange(width, dtype=dtype) - (width - 1) * 0.5
+  v = jnp.arange(height, dtype=dtype) - (height - 1) * 0.5
+  u, v = u[None, None, :], v[None, :, None]
+  # Per image: [x-coefficient, y-coefficient, offset] for each output axis.
+  aspect = jnp.array([[1.0, width / height], [height / width, 1.0]], dtype)
+  lin = affine[:, :, :2] * aspect[None]
+  off = affine[:, :, 2] * jnp.array([width * 0.5, height * 0.5], dtype) + jnp.array(
+      [(width - 1) * 0.5, (height - 1) * 0.5], dtype)
   # Computed separately for x and y, which keeps XLA's fusion into one loop.
-  ix = ax[:, 0] * xs + ax[:, 1] * ys + (ax[:, 2] + (width - 1) * 0.5)
-  iy = ay[:, 0] * xs + ay[:, 1] * ys + (ay[:, 2] + (height - 1) * 0.5)
+  ix = lin[:, 0, 0, None, None] * u + lin[:, 0, 1, None, None] * v + off[:, 0, None, None]
+  iy = lin[:, 1, 0, None, None] * u + lin[:, 1, 1, None, None] * v + off[:, 1, None, None]
   n = affine.shape[0]
   return ix.reshape(n, -1), iy.reshape(n, -1)
 
 
+@jax.jit
 def _warp_fast(images: jax.Array, affine: jax.Array) -> jax.Array:
   """[N, H, W] x [N, 2, 3] -> [N, H, W]: four gathers from a zero-padded image.
 
@@ -118,6 +127,7 @@ def _warp_fast(images: jax.Array, affine: jax.Array) -> jax.Array:
   return (top + fy * (bottom - top)).reshape(images.shape)
 
 
+@jax.jit
 def _warp_gather(images: jax.Array, affine: jax.Array) -> jax.Array:
   """[N, H, W] x [N, 2, 3] -> [N, H, W]: the textbook formulation (reference)."""
   n, height, width = images.shape

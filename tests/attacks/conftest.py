@@ -1,16 +1,14 @@
-"""Shared fixtures: a tiny MLP trained for a second on synthetic 8x8 images, and helpers."""
+"""Shared fixture: a tiny MLP trained for a second on synthetic 8x8 images."""
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pytest
 
-NUM_CLASSES = 5
-SHAPE = (8, 8, 1)
+from tests.attacks.models import NUM_CLASSES, SHAPE, make_data, mlp_apply, mlp_init
 
 
 class Trained(NamedTuple):
@@ -18,24 +16,6 @@ class Trained(NamedTuple):
   x: jax.Array        # test images [N, 8, 8, 1] in [0, 1]
   y: jax.Array        # labels [N] int32
   clean_accuracy: float
-
-
-def make_data(key, n, prototypes, noise=0.15):
-  ky, kn = jax.random.split(key)
-  y = jax.random.randint(ky, (n,), 0, NUM_CLASSES)
-  x = prototypes[y] + noise * jax.random.normal(kn, (n,) + SHAPE)
-  return jnp.clip(x, 0.0, 1.0), y.astype(jnp.int32)
-
-
-def mlp_init(key, d=int(np.prod(SHAPE)), h=32, k=NUM_CLASSES):
-  k1, k2 = jax.random.split(key)
-  return {"w1": jax.random.normal(k1, (d, h)) / np.sqrt(d), "b1": jnp.zeros(h),
-          "w2": jax.random.normal(k2, (h, k)) / np.sqrt(h), "b2": jnp.zeros(k)}
-
-
-def mlp_apply(p, x):
-  h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p["w1"] + p["b1"])
-  return h @ p["w2"] + p["b2"]
 
 
 @pytest.fixture(scope="session")
@@ -64,11 +44,3 @@ def trained() -> Trained:
   acc = float(jnp.mean(jnp.argmax(logits_fn(xte), 1) == yte))
   return Trained(logits_fn, xte, yte, acc)
 
-
-def random_linear(d_in, k=NUM_CLASSES, seed=0):
-  """A random linear classifier on flattened inputs of size d_in."""
-  w = jax.random.normal(jax.random.key(seed), (d_in, k))
-
-  def logits_fn(x):
-    return x.reshape(x.shape[0], -1) @ w
-  return logits_fn
