@@ -105,7 +105,7 @@ class _ById:
     return isinstance(other, _ById) and other.fn is self.fn
 
 
-def _hashable(fn: LogitsFn) -> LogitsFn:
+def hashable_fn(fn: LogitsFn) -> LogitsFn:
   try:
     hash(fn)
     return fn
@@ -136,7 +136,7 @@ def make_attack(impl: Impl, spec: Any, hparams: Mapping[str, float], *, lo: floa
     if is_tracing(key, x, y):
       x_adv, info = impl(spec, logits_fn, key, x, y, hparams)
     else:
-      x_adv, info = _compiled(impl, spec, _hashable(logits_fn), key, x, y, hparams)
+      x_adv, info = _compiled(impl, spec, hashable_fn(logits_fn), key, x, y, hparams)
     return (x_adv, info) if return_info else x_adv
 
   attack.__name__ = attack.__qualname__ = name

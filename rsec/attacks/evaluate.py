@@ -15,6 +15,7 @@ Definitions (N examples, C of them classified correctly when clean):
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -22,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from rsec.attacks.base import Attack, LogitsFn, check_images, check_key, logits_shape
+from rsec.attacks.base import (Attack, LogitsFn, hashable_fn, check_images, check_key,
+                               logits_shape)
 from rsec.checks import check_finite_scalar, check_labels, check_positive_int
 from rsec.parallel import batch_sharded, check_batch_divisible, replicated, shard_batch
 
@@ -58,6 +60,24 @@ def _norms(d: np.ndarray) -> np.ndarray:
   return np.stack([d.sum(1), np.sqrt((d * d).sum(1)), d.max(1, initial=0.0)], axis=1)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _predict(logits_fn: LogitsFn, x: jax.Array) -> jax.Array:
+  # Module-level and keyed by logits_fn, so repeated evaluations (curves) reuse it; with
+  # sharded inputs jit follows their sharding.
+  return jnp.argmax(logits_fn(x), axis=1)
+
+
+def _check_attacks(attacks: Any) -> None:
+  if not isinstance(attacks, Mapping) or not attacks:
+    raise ValueError(f"attacks must be a non-empty mapping name -> attack, got {attacks!r}")
+  for name, a in attacks.items():
+    if not isinstance(name, str) or not name or name == "worst_case" or "/" in name:
+      raise ValueError(f"attack names must be non-empty strings without '/', not "
+                       f"'worst_case'; got {name!r}")
+    if not callable(a):
+      raise ValueError(f"attacks[{name!r}] must be callable, got {type(a).__name__}")
+
+
 def evaluate_attacks(logits_fn: LogitsFn, key: jax.Array, x: Any, y: Any,
                      attacks: Mapping[str, Attack], *, batch_size: int = 128,
                      mesh: Mesh | None = None, lo: float = 0.0,
@@ -74,23 +94,17 @@ def evaluate_attacks(logits_fn: LogitsFn, key: jax.Array, x: Any, y: Any,
   Returns:
     A flat dict of floats (see the module docstring), plus num_examples.
   """
-  if not isinstance(attacks, Mapping) or not attacks:
-    raise ValueError(f"attacks must be a non-empty mapping name -> attack, got {attacks!r}")
-  for name, a in attacks.items():
-    if not isinstance(name, str) or not name or name == "worst_case" or "/" in name:
-      raise ValueError(f"attack names must be non-empty strings without '/', not "
-                       f"'worst_case'; got {name!r}")
-    if not callable(a):
-      raise ValueError(f"attacks[{name!r}] must be callable, got {type(a).__name__}")
+  _check_attacks(attacks)
   batch_size = _check_data(logits_fn, key, x, y, batch_size, mesh, lo, hi)
-  x_np, y_np = np.asarray(x), np.asarray(y)
+  return _evaluate(logits_fn, key, np.asarray(x), np.asarray(y), attacks, batch_size, mesh)
 
+
+def _evaluate(logits_fn, key, x_np, y_np, attacks, batch_size, mesh) -> dict[str, float]:
+  """evaluate_attacks after its checks."""
+  predict_fn = hashable_fn(logits_fn)
   if mesh is None:
-    predict = jax.jit(lambda v: jnp.argmax(logits_fn(v), axis=1))
     place = lambda tree: jax.tree.map(jnp.asarray, tree)  # noqa: E731
   else:
-    predict = jax.jit(lambda v: jnp.argmax(logits_fn(v), axis=1),
-                      in_shardings=batch_sharded(mesh), out_shardings=batch_sharded(mesh))
     place = lambda tree: shard_batch(tree, mesh)  # noqa: E731
 
   def runner(a: Attack) -> Callable:
@@ -106,10 +120,10 @@ def evaluate_attacks(logits_fn: LogitsFn, key: jax.Array, x: Any, y: Any,
   rate, norms = {n: [] for n in attacks}, {n: [] for n in attacks}
   for b, (xb, yb, n) in enumerate(_batches(x_np, y_np, batch_size)):
     xd, yd = place((xb, yb))
-    clean.append(np.asarray(predict(xd))[:n] == yb[:n])
+    clean.append(np.asarray(_predict(predict_fn, xd))[:n] == yb[:n])
     for i, (name, run) in enumerate(runners.items()):
       x_adv, info = run(jax.random.fold_in(jax.random.fold_in(key, i), b), xd, yd)
-      ok = np.asarray(predict(x_adv))[:n] == yb[:n]
+      ok = np.asarray(_predict(predict_fn, x_adv))[:n] == yb[:n]
       adv[name].append(ok)
       if info is None:
         rate[name].append((~ok).astype(np.float64))
@@ -150,6 +164,9 @@ def robust_accuracy_curve(logits_fn: LogitsFn, key: jax.Array, x: Any, y: Any,
   if isinstance(eps_grid, (str, bytes)) or not len(eps_grid):
     raise ValueError(f"eps_grid must be a non-empty sequence of numbers, got {eps_grid!r}")
   grid = [check_finite_scalar("eps_grid entry", e, low=0.0) for e in eps_grid]
-  return [evaluate_attacks(logits_fn, key, x, y, {"attack": make_attack(e)},
-                           batch_size=batch_size, mesh=mesh, lo=lo,
-                           hi=hi)["robust_accuracy/attack"] for e in grid]
+  if not callable(make_attack):
+    raise ValueError(f"make_attack must be callable eps -> attack, got {make_attack!r}")
+  batch_size = _check_data(logits_fn, key, x, y, batch_size, mesh, lo, hi)
+  x_np, y_np = np.asarray(x), np.asarray(y)
+  return [_evaluate(logits_fn, key, x_np, y_np, {"attack": make_attack(e)}, batch_size,
+                    mesh)["robust_accuracy/attack"] for e in grid]

@@ -60,18 +60,21 @@ def cmap_problem(path: str, characters: str) -> str | None:
     return f"has no glyph for {''.join(missing)!r}"
   # A text font covers the Latin alphabet with glyphs of its own; symbol fonts
   # (cmsy10: lowercase letters are arrows and brackets) fail on a good share.
-  latin = string.ascii_letters
-  status = {ch: _letter_status(cmap, notdef, ch) for ch in latin}
-  count = {k: sum(v[0] == k for v in status.values()) for k in ("missing", "same", "other")}
-  names = [v[1] for v in status.values()]
-  shared = sum(names.count(n) > 2 for n in names)
-  quarter = len(latin) // 4
-  informative = count["same"] >= quarter
-  odd = len(latin) - count["same"] if informative else count["missing"] + count["other"]
-  if odd >= quarter or shared >= quarter:
-    bad = [f"{c!r} -> {v[1]}" for c, v in status.items() if v[0] != "same"][:3]
-    return (f"is a symbol font: {odd} of {len(latin)} Latin letters are missing or named as "
-            f"other symbols, {shared} share one glyph ({', '.join(bad)})")
+  # Caps-only fonts may leave one case out entirely.
+  status = {ch: _letter_status(cmap, notdef, ch) for ch in string.ascii_letters}
+  present = {ch: v for ch, v in status.items() if v[0] != "missing"}
+  if len(present) < 26:
+    return f"is a symbol font: covers only {len(present)} of the 52 Latin letters"
+  same = sum(v[0] == "same" for v in present.values())
+  # Only fonts whose glyph names mostly spell letters can be judged by names.
+  informative = same >= len(present) // 4
+  odd = len(present) - same if informative else sum(v[0] == "other" for v in present.values())
+  names = [v[1] for v in present.values()]
+  shared = sum(names.count(n) > 2 for n in names)  # > 2: case pairs may share
+  if odd >= len(present) // 4 or shared >= len(present) // 4:
+    bad = [f"{c!r} -> {v[1]}" for c, v in present.items() if v[0] != "same"][:3]
+    return (f"is a symbol font: {odd} of {len(present)} Latin letters are named as other "
+            f"symbols, {shared} share one glyph ({', '.join(bad)})")
   for ch in characters:
     kind, name = _letter_status(cmap, notdef, ch)
     if kind == "other":

@@ -30,7 +30,11 @@ _CHUNK = 4096
 
 @dataclasses.dataclass(eq=False)
 class FontsConfig(tfds.core.BuilderConfig):
-  """Parameters of a written FONTS data set (folder data_dir/fonts/<name>/<version>)."""
+  """Parameters of a written FONTS data set (folder data_dir/fonts/<name>/<version>).
+
+  `seed` seeds the examples (`fonts_dataset.split_key`) and, when the builder is
+  not handed prototypes, also the font permutation of `load_prototypes`.
+  """
   num_train: int = 10_000
   num_test: int = 2_000
   size: int = 28

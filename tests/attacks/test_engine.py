@@ -1,5 +1,5 @@
-"""The engine and the attack contract on random models: constraints, determinism,
-compilation, non-finite guards, selection semantics, and a non-pixel parametrisation."""
+"""The engine and the attack contract on random models: determinism, compilation,
+caller transforms, non-finite guards, selection semantics, a non-pixel parametrisation."""
 from __future__ import annotations
 
 import chex
@@ -9,6 +9,7 @@ import numpy as np
 
 import rsec.attacks as A
 from tests.attacks.models import random_linear
+
 
 def test_same_key_same_output_and_key_matters():
   f = random_linear(36)

@@ -3,6 +3,7 @@ import glob
 import logging
 import os
 import shutil
+import string
 
 import numpy as np
 import pytest
@@ -104,6 +105,56 @@ def test_consensus_flags_symbols_behind_letter_code_points(mpl_prototypes, mpl_f
   shuffled = np.asarray(mpl_prototypes.images)[0][[3, 0, 9, 1, 2, 4, 8, 6, 5, 7]]
   assert font_checks.consensus_outliers(np.concatenate([images[:-1], shuffled[None]])) != []
   assert font_checks.consensus_outliers(np.asarray(mpl_prototypes.images)) == []
+
+
+def make_fake_font(path, glyph_name, seed=0):
+  """A small TTF mapping every Latin letter to three random boxes, named glyph_name(i, c)."""
+  from fontTools.fontBuilder import FontBuilder
+  from fontTools.pens.ttGlyphPen import TTGlyphPen
+  rng = np.random.default_rng(seed)
+  letters = string.ascii_letters
+  names = [glyph_name(i, c) for i, c in enumerate(letters)]
+  order = [".notdef"] + names
+  builder = FontBuilder(1000, isTTF=True)
+  builder.setupGlyphOrder(order)
+  builder.setupCharacterMap({ord(c): n for c, n in zip(letters, names)})
+  glyphs = {}
+  for name in order:
+    pen = TTGlyphPen(None)
+    for _ in range(3):
+      (x0, y0), (w, h) = rng.integers(0, 400, 2), rng.integers(80, 300, 2)
+      pen.moveTo((x0, y0))
+      pen.lineTo((x0, y0 + h))
+      pen.lineTo((x0 + w, y0 + h))
+      pen.lineTo((x0 + w, y0))
+      pen.closePath()
+    glyphs[name] = pen.glyph()
+  builder.setupGlyf(glyphs)
+  builder.setupHorizontalMetrics({n: (700, 0) for n in order})
+  builder.setupHorizontalHeader(ascent=800, descent=-200)
+  builder.setupNameTable({"familyName": "Fake", "styleName": "Regular"})
+  builder.setupOS2()
+  builder.setupPost()
+  builder.save(str(path))
+  return str(path)
+
+
+def test_fake_symbol_fonts_are_skipped(tmp_path, mpl_font_dir):
+  """Fonts outside the deny-list: one whose glyph names spell arrows, one whose
+  anonymous glyphs are boxes rather than letters (caught by the rendering consensus)."""
+  folder = tmp_path / "fonts"
+  folder.mkdir()
+  arrows = make_fake_font(folder / "arrows.ttf", lambda i, c: f"uni{0x2190 + i:04X}")
+  boxes = make_fake_font(folder / "zz_boxes.ttf", lambda i, c: f"g{i}", seed=1)
+  assert "symbol font" in font_checks.cmap_problem(arrows, "ABCDEFGHIJ")
+  assert font_checks.cmap_problem(boxes, "ABCDEFGHIJ") is None
+  for name in ("DejaVuSans.ttf", "DejaVuSerif.ttf", "cmr10.ttf", "STIXGeneral.ttf"):
+    shutil.copy(os.path.join(mpl_font_dir, name), folder / name)
+  protos = fonts.load_prototypes([str(folder)])
+  assert protos.num_fonts == 4
+  reasons = {os.path.basename(p): r for p, r in protos.skipped}
+  assert "glyphs unlike the other fonts' letters" in reasons["zz_boxes.ttf"]
+  assert "named as other symbols" in reasons["arrows.ttf"]
 
 
 def test_deny_list():

@@ -1,0 +1,137 @@
+"""rsec attacks vs torchattacks (and Foolbox 3's JAX backend) on the same trained weights.
+
+python -m benchmarks.attacks_vs_peers [--classifier_workdir DIR] [--n 1000] [--rounds 3]
+
+1. Parity: the paper classifier's weights are ported into an equivalent PyTorch model
+   (benchmarks/torch_port.py); PGD-40 and APGD-CE (L-inf, eps 0.3) run in both libraries on
+   the same test images. rsec's robust accuracy must not exceed the peer's by > 1 point.
+2. Speed: PGD-40 L-inf adversarial examples per second at batch 100 and 1000, interleaved,
+   plus APGD-CE; and the fraction of the CPU's matmul peak reached (XLA FLOPs / time).
+Without --classifier_workdir, a classifier is trained first (train_classifier:quick).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.common import compiled_flops, matmul_peak_gflops, time_interleaved
+from benchmarks.torch_port import torch_paper_classifier
+from rsec.attacks import apgd_ce, pgd
+from rsec.data.sources import load_classification
+from rsec.training.classifier import restore_classifier
+
+
+def _classifier(workdir: str | None):
+  if workdir is None:
+    from configs.train_classifier import get_config
+    from experiments import train_classifier
+    workdir = tempfile.mkdtemp(prefix="rsec_bench_clf_")
+    c = get_config("quick")
+    c.progress = False
+    train_classifier.run(c, workdir)
+  return restore_classifier(workdir)
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--classifier_workdir", default=None)
+  p.add_argument("--n", type=int, default=1000)
+  p.add_argument("--rounds", type=int, default=3)
+  p.add_argument("--skip_foolbox", action="store_true")
+  args = p.parse_args()
+  import torch
+  import torchattacks
+
+  state, cfg = _classifier(args.classifier_workdir)
+  cfg.data.train_size = cfg.training.batch_size
+  cfg.data.test_size = max(cfg.data.test_size, args.n)
+  data = load_classification(cfg.data, cfg.seed)
+  x, y = data.test["image"][:args.n], data.test["label"][:args.n]
+  variables = jax.device_get(state.variables)
+  logits_fn = jax.jit(lambda v: state.apply_fn(variables, v, train=False))
+  net = torch_paper_classifier(variables)
+  tx, ty = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y.astype(np.int64))
+  with torch.no_grad():
+    port_err = float(np.max(np.abs(net(tx).numpy() - np.asarray(logits_fn(x)))))
+  out = {"n": args.n, "port_max_abs_logit_diff": port_err,
+         "clean_accuracy": float(np.mean(np.argmax(np.asarray(logits_fn(x)), 1) == y))}
+
+  # 1. Parity of robust accuracy.
+  key = jax.random.key(0)
+  ours = {"pgd40": pgd(0.3, "linf", steps=40, step_size=0.01),
+          "apgd_ce": apgd_ce(0.3, "linf", steps=100)}
+  peers = {"pgd40": torchattacks.PGD(net, eps=0.3, alpha=0.01, steps=40, random_start=True),
+           "apgd_ce": torchattacks.APGD(net, norm="Linf", eps=0.3, steps=100, n_restarts=1,
+                                        loss="ce", seed=0)}
+  for name in ours:
+    accs = []
+    for i in range(0, args.n, 500):
+      xa = ours[name](logits_fn, jax.random.fold_in(key, i), jnp.asarray(x[i:i + 500]),
+                      jnp.asarray(y[i:i + 500]))
+      accs.append(np.argmax(np.asarray(logits_fn(xa)), 1) == y[i:i + 500])
+    torch.manual_seed(0)
+    xt = peers[name](tx, ty)
+    with torch.no_grad():
+      peer_acc = float((net(xt).argmax(1) == ty).float().mean())
+    out[f"robust_accuracy/{name}/rsec"] = float(np.mean(np.concatenate(accs)))
+    out[f"robust_accuracy/{name}/torchattacks"] = peer_acc
+    out[f"parity_ok/{name}"] = out[f"robust_accuracy/{name}/rsec"] <= peer_acc + 0.01
+
+  # 2. Speed.
+  for b in (100, 1000):
+    xb, yb = jnp.asarray(np.resize(x, (b,) + x.shape[1:])), jnp.asarray(np.resize(y, b))
+    txb, tyb = tx[:b] if b <= len(tx) else tx.repeat(b // len(tx) + 1, 1, 1, 1)[:b], None
+    tyb = ty[:b] if b <= len(ty) else ty.repeat(b // len(ty) + 1)[:b]
+    fns = {
+        "rsec_pgd40": lambda: ours["pgd40"](logits_fn, key, xb, yb).block_until_ready(),
+        "torchattacks_pgd40": lambda: peers["pgd40"](txb, tyb),
+        "rsec_apgd_ce": lambda: ours["apgd_ce"](logits_fn, key, xb, yb).block_until_ready(),
+        "torchattacks_apgd_ce": lambda: peers["apgd_ce"](txb, tyb),
+    }
+    if not args.skip_foolbox:
+      fb_run = _foolbox_pgd(state, variables, xb, yb)
+      if fb_run is not None:
+        fns["foolbox_jax_pgd40"] = fb_run
+    t = time_interleaved(fns, rounds=args.rounds, min_seconds=0.5)
+    for name, sec in t.items():
+      out[f"adv_per_s/b{b}/{name}"] = b / sec
+    out[f"speedup/b{b}/pgd40_vs_torchattacks"] = t["torchattacks_pgd40"] / t["rsec_pgd40"]
+    out[f"speedup/b{b}/apgd_vs_torchattacks"] = t["torchattacks_apgd_ce"] / t["rsec_apgd_ce"]
+    if "foolbox_jax_pgd40" in t:
+      out[f"speedup/b{b}/pgd40_vs_foolbox_jax"] = t["foolbox_jax_pgd40"] / t["rsec_pgd40"]
+    # FLOPs of one PGD step = forward + input gradient, from XLA's cost analysis.
+    grad = jax.jit(jax.grad(lambda v: jnp.sum(logits_fn(v) * 1.0)))
+    step_flops = compiled_flops(grad, xb)
+    out[f"pgd40_gflops/b{b}"] = 41 * step_flops / t["rsec_pgd40"] / 1e9
+  out["matmul_peak_gflops"] = matmul_peak_gflops()
+  for b in (100, 1000):
+    out[f"pgd40_fraction_of_matmul_peak/b{b}"] = out[f"pgd40_gflops/b{b}"] / out[
+        "matmul_peak_gflops"]
+  print(json.dumps(out, indent=2))
+
+
+def _foolbox_pgd(state, variables, xb, yb):
+  """Foolbox 3's LinfPGD (40 steps, step 0.01) through its JAX backend; None if unusable."""
+  try:
+    import foolbox as fb
+    model = fb.models.JAXModel(lambda v: state.apply_fn(variables, v, train=False),
+                               bounds=(0.0, 1.0))
+    attack = fb.attacks.LinfPGD(steps=40, abs_stepsize=0.01, random_start=True)
+    attack(model, xb, yb, epsilons=0.3)
+  except Exception as e:  # noqa: BLE001 -- report, do not fail the benchmark
+    print(f"foolbox JAX backend unusable here: {type(e).__name__}: {e}")
+    return None
+
+  def run():
+    raw, _, _ = attack(model, xb, yb, epsilons=0.3)
+    jax.block_until_ready(raw)
+  return run
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,122 @@
+"""Attack strength on a trained model: orderings that hold for any correct attack."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import rsec.attacks as A
+from rsec.attacks import threat
+
+EPS = 0.12   # where the trained MLP is partly robust (clean 1.0, PGD ~0.5)
+TOL = 0.03   # slack for comparisons between different random searches
+KEY = jax.random.key(7)
+
+
+def robust_acc(trained, attack, key=KEY):
+  x_adv = attack(trained.logits_fn, key, trained.x, trained.y)
+  ok = (jnp.argmax(trained.logits_fn(x_adv), 1) == trained.y)
+  clean = (jnp.argmax(trained.logits_fn(trained.x), 1) == trained.y)
+  return float(jnp.mean(ok & clean))
+
+
+def test_model_is_trained(trained):
+  assert trained.clean_accuracy >= 0.95
+
+
+def test_pgd_at_least_as_strong_as_fgsm(trained):
+  fgsm = robust_acc(trained, A.fgsm(EPS))
+  pgd = robust_acc(trained, A.pgd(EPS, steps=20, select="first_success"))
+  assert pgd <= fgsm + TOL
+  assert pgd < trained.clean_accuracy
+
+
+def test_accuracy_non_increasing_in_eps_and_zero_when_large(trained):
+  accs = [robust_acc(trained, A.pgd(e, steps=20, select="first_success"))
+          for e in (0.0, 0.05, 0.1, 0.15, 0.3)]
+  assert accs[0] == trained.clean_accuracy
+  assert all(b <= a + 1e-9 for a, b in zip(accs, accs[1:])), accs
+  assert accs[-1] <= 0.02
+
+
+def test_apgd_at_least_as_strong_as_pgd_with_equal_budget(trained):
+  pgd = robust_acc(trained, A.pgd(EPS, steps=20, select="first_success"))
+  apgd = robust_acc(trained, A.apgd_ce(EPS, steps=20))
+  apgd_dlr = robust_acc(trained, A.apgd_dlr(EPS, steps=20))
+  assert apgd <= pgd + TOL
+  assert apgd_dlr <= pgd + 2 * TOL
+
+
+def test_apgd_targeted_and_l2(trained):
+  t = robust_acc(trained, A.apgd_t(EPS, steps=20, n_target_classes=3))
+  assert t < trained.clean_accuracy
+  l2_pgd = robust_acc(trained, A.pgd(0.8, "l2", steps=20, select="first_success"))
+  l2_apgd = robust_acc(trained, A.apgd_ce(0.8, "l2", steps=20))
+  assert l2_pgd < trained.clean_accuracy
+  assert l2_apgd <= l2_pgd + TOL
+
+
+def test_square_reduces_accuracy_but_not_below_white_box(trained):
+  sq = robust_acc(trained, A.square(EPS, steps=300))
+  white = min(robust_acc(trained, A.pgd(EPS, steps=20, select="first_success")),
+              robust_acc(trained, A.apgd_ce(EPS, steps=20)))
+  assert sq <= trained.clean_accuracy - 0.1
+  assert sq >= white - TOL
+  sq2 = robust_acc(trained, A.square(1.2, "l2", steps=300))
+  assert sq2 <= trained.clean_accuracy - 0.1
+  assert sq2 >= robust_acc(trained, A.apgd_ce(1.2, "l2", steps=20)) - TOL
+
+
+def test_l1_pgd_stays_in_l1_ball_and_breaks_points(trained):
+  eps = 4.0
+  x_adv = A.pgd(eps, "l1", steps=20, sparsity=0.9, select="first_success")(
+      trained.logits_fn, KEY, trained.x, trained.y)
+  assert float(threat.norm(x_adv - trained.x, "l1").max()) <= eps * (1 + 1e-5)
+  assert float(jnp.mean(jnp.argmax(trained.logits_fn(x_adv), 1) == trained.y)) < 0.9
+
+
+def test_paper_attack_success_rates(trained):
+  x_adv, info = A.paper(EPS)(trained.logits_fn, KEY, trained.x, trained.y, return_info=True)
+  assert info["attempt_success"].shape == (5, trained.x.shape[0])
+  per_attempt = float(info["attempt_success"].mean())
+  any_attempt = float(info["success"].mean())
+  assert 0 < per_attempt <= any_attempt
+  np.testing.assert_array_equal(
+      info["success"], jnp.argmax(trained.logits_fn(x_adv), 1) != trained.y)
+
+
+def test_cw_finds_small_l2_perturbations(trained):
+  x_adv, info = A.cw_l2(c=10.0, steps=100, lr=0.05)(
+      trained.logits_fn, KEY, trained.x, trained.y, return_info=True)
+  broken = jnp.argmax(trained.logits_fn(x_adv), 1) != trained.y
+  np.testing.assert_array_equal(broken, info["success"])
+  assert float(broken.mean()) > 0.5
+  d = threat.norm(x_adv - trained.x, "l2")
+  # With an eps cap, every counted success lies inside the L2 ball.
+  cap = float(jnp.median(d[broken]))
+  x_cap, info_cap = A.cw_l2(c=10.0, steps=100, lr=0.05, eps=cap)(
+      trained.logits_fn, KEY, trained.x, trained.y, return_info=True)
+  d_cap = threat.norm(x_cap - trained.x, "l2")
+  assert float(d_cap.max()) <= cap + 1e-5
+  assert 0 < int(info_cap["success"].sum()) < int(info["success"].sum()) + 1
+
+
+def test_cascade_at_least_as_strong_as_each_member(trained):
+  members = [A.fgsm(EPS), A.pgd(EPS, steps=10, select="first_success"),
+             A.square(EPS, steps=100)]
+  casc = A.cascade(members)
+  got = robust_acc(trained, casc)
+  assert got <= min(robust_acc(trained, m, jax.random.fold_in(KEY, i))
+                    for i, m in enumerate(members)) + 1e-9
+  # Under a caller's jit the cascade runs every member on the full batch instead.
+  traced = jax.jit(lambda k, x, y: casc(trained.logits_fn, k, x, y))(
+      KEY, trained.x, trained.y)
+  ok = jnp.argmax(trained.logits_fn(traced), 1) == trained.y
+  assert float(jnp.mean(ok)) <= min(robust_acc(trained, m, jax.random.fold_in(KEY, i))
+                                    for i, m in enumerate(members)) + 1e-9
+
+
+def test_autoattack_quick_by_name(trained):
+  aa = A.build_attack("autoattack", eps=EPS, version="quick")
+  got = robust_acc(trained, aa)
+  assert got <= robust_acc(trained, A.apgd_ce(EPS, steps=20), jax.random.fold_in(KEY, 0))
