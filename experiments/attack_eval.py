@@ -13,9 +13,6 @@ import os
 
 import jax
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
-
 from rsec import config as cfg_lib
 from rsec import io, parallel, reporting
 from rsec.attacks import ATTACKS, build_attack, cascade
@@ -23,9 +20,6 @@ from rsec.attacks.evaluate import evaluate_attacks, robust_accuracy_curve
 from rsec.attacks.sanity import sanity_checks
 from rsec.data.sources import load_classification
 from rsec.training.classifier import restore_classifier
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/attack_eval.py:quick")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 
 
 def validate(c) -> None:
@@ -153,12 +147,5 @@ def _report(c, r: dict, names: list[str]) -> str:
       reporting.markdown_table(["check", "value"], sorted(r["sanity"].items())), ""])
 
 
-def main(argv):
-  del argv
-  if _WORKDIR.value is None:
-    raise app.UsageError("--workdir is required")
-  cfg_lib.run_cli(lambda: run(_CONFIG.value, _WORKDIR.value))
-
-
 if __name__ == "__main__":
-  app.run(main)
+  cfg_lib.cli_main(run, "configs/attack_eval.py:quick")

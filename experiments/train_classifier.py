@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
-from ml_collections import config_flags
-
 from rsec import config as cfg_lib
 from rsec import io, reporting
 from rsec.data.sources import load_classification
 from rsec.training.classifier import train_classifier, validate_train_config
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/train_classifier.py:quick")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumes if it exists).")
 
 
 def run(config, workdir: str) -> dict:
@@ -61,12 +55,5 @@ def _report(config, data, r: dict, curves: bool) -> str:
   return "\n".join(text)
 
 
-def main(argv):
-  del argv
-  if _WORKDIR.value is None:
-    raise app.UsageError("--workdir is required")
-  cfg_lib.run_cli(lambda: run(_CONFIG.value, _WORKDIR.value))
-
-
 if __name__ == "__main__":
-  app.run(main)
+  cfg_lib.cli_main(run, "configs/train_classifier.py:quick")

@@ -77,3 +77,23 @@ def run_cli(main: Callable[[], Any]) -> None:
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+
+
+def cli_main(run: Callable[[ml_collections.ConfigDict, str], Any], default_config: str) -> None:
+  """The whole `__main__` of an entry point: `--config`, `--workdir`, then `run(config, dir)`.
+
+  Flags are defined here, not at import, so entry points can be imported side by side
+  (tests, other experiments).
+  """
+  from absl import app, flags
+  from ml_collections import config_flags
+  config = config_flags.DEFINE_config_file("config", default_config)
+  workdir = flags.DEFINE_string("workdir", None, "Output directory (a rerun resumes).")
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if workdir.value is None:
+      raise app.UsageError("--workdir is required")
+    run_cli(lambda: run(config.value, workdir.value))
+  app.run(main)
