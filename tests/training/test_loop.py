@@ -167,3 +167,26 @@ def _read_event_scalars(path):
       for v in ev.summary.value:
         out.append((ev.step, v.tag, v.simple_value))
   return out
+
+
+def test_corrupted_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
+  data = _data()
+  d = str(tmp_path / "ck")
+  ck = Checkpointer(d, {"model": "paper_classifier"}, max_to_keep=3)
+  kw = dict(key=jax.random.key(0), batch_size=40, checkpointer=ck, checkpoint_every=2,
+            progress=False)
+  state2, _ = fit(_state(), data, num_steps=2, **kw)
+  fit(_state(), data, num_steps=4, **kw)
+  ck.close()
+  # Truncate every data file of the step-4 checkpoint (a crash in the middle of a write).
+  for root, _, files in os.walk(os.path.join(d, "4", "state")):
+    for f in files:
+      if f not in ("_METADATA", "commit_success.txt"):
+        with open(os.path.join(root, f), "r+b") as fh:
+          fh.truncate(max(0, os.path.getsize(os.path.join(root, f)) // 3))
+  ck = Checkpointer(d, {"model": "paper_classifier"}, max_to_keep=3)
+  restored = ck.restore(_state())
+  ck.close()
+  assert int(restored.step) == 2
+  jax.tree.map(np.testing.assert_array_equal, _params(state2), _params(restored))
+  assert "checkpoint step 4" in caplog.text and "unreadable" in caplog.text
