@@ -10,7 +10,6 @@ improved since. After such a restart the momentum term starts from zero.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, NamedTuple
 
 import jax
@@ -27,10 +26,10 @@ from rsec.checks import check_choice, check_finite_scalar, check_positive_int
 
 def checkpoints(n: int) -> tuple[np.ndarray, np.ndarray]:
   """(is_checkpoint [n] bool, window length [n] int) over step indices 0..n-1."""
-  p = [0.0, 0.22]
-  while p[-1] < 1.0:
-    p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-  w = sorted({math.ceil(pj * n) for pj in p})
+  p = [0, 22]  # in hundredths, so that ceil(p_j N) is exact
+  while p[-1] < 100:
+    p.append(p[-1] + max(p[-1] - p[-2] - 3, 6))
+  w = sorted({-(-pj * n // 100) for pj in p})
   is_ck, window = np.zeros(n, bool), np.ones(n, np.int32)
   for prev, cur in zip(w, w[1:]):
     if 0 < cur < n:

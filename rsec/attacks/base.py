@@ -18,9 +18,10 @@ import functools
 from typing import Any, Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from rsec.checks import check_float_array, check_in_range, check_labels
+from rsec.checks import check_in_range, check_labels
 from rsec.registry import Registry
 
 LogitsFn = Callable[[jax.Array], jax.Array]
@@ -60,14 +61,17 @@ def logits_shape(logits_fn: LogitsFn, x: Any, name: str = "logits_fn") -> tuple[
   if len(out.shape) != 2 or out.shape[0] != x.shape[0]:
     raise ValueError(f"{name} must return logits of shape ({x.shape[0]}, K), got "
                      f"{tuple(out.shape)}")
-  if not np.issubdtype(np.dtype(out.dtype), np.floating):
+  if not jnp.issubdtype(out.dtype, jnp.floating):
     raise ValueError(f"{name} must return floating-point logits, got dtype {out.dtype}")
   return int(out.shape[0]), int(out.shape[1])
 
 
 def check_images(x: Any, lo: float, hi: float, *, name: str = "x",
                  ndims: tuple[int, ...] | None = None) -> None:
-  check_float_array(name, x)
+  dtype = getattr(x, "dtype", None)
+  # jnp.issubdtype, unlike NumPy's, knows bfloat16 and the other ml_dtypes floats.
+  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"{name} must be a floating-point array, got dtype {dtype}")
   if x.ndim < 2 or (ndims is not None and x.ndim not in ndims):
     want = "[B, ...]" if ndims is None else " or ".join(f"{d}-D" for d in ndims)
     raise ValueError(f"{name} must be a batch of images ({want}), got shape {x.shape}")
@@ -111,6 +115,16 @@ def hashable_fn(fn: LogitsFn) -> LogitsFn:
     return fn
   except TypeError:
     return _ById(fn)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _predict(logits_fn: LogitsFn, x: jax.Array) -> jax.Array:
+  return jnp.argmax(logits_fn(x), axis=1)
+
+
+def predict_labels(logits_fn: LogitsFn, x: jax.Array) -> jax.Array:
+  """argmax logits_fn(x) [B], jitted once per (logits_fn, shape, sharding) and reused."""
+  return _predict(hashable_fn(logits_fn), x)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))

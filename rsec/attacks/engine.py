@@ -130,11 +130,11 @@ def run_attack(logits_fn: Callable[[jax.Array], jax.Array], key: jax.Array, orig
   def objective(u, target):
     x = param.to_image(u, origin)
     logits = logits_fn(x)
-    obj = loss(logits, y, target)
+    obj = loss(logits, y, target).astype(jnp.float32)
     if penalty is not None:
-      obj = obj - penalty(u, x, origin)
-    dist = (jnp.sqrt(jnp.sum(flat(x - x_ref) ** 2, axis=1)) if x_ref is not None
-            else jnp.zeros_like(obj))
+      obj = obj - penalty(u, x, origin).astype(jnp.float32)
+    dist = (jnp.sqrt(jnp.sum(flat(x - x_ref).astype(jnp.float32) ** 2, axis=1))
+            if x_ref is not None else jnp.zeros_like(obj))
     return jnp.sum(obj), (obj, logits, dist)
 
   def evaluate(u, target, with_grad):

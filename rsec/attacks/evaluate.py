@@ -15,7 +15,6 @@ Definitions (N examples, C of them classified correctly when clean):
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -23,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from rsec.attacks.base import (Attack, LogitsFn, hashable_fn, check_images, check_key,
-                               logits_shape)
+from rsec.attacks.base import (Attack, LogitsFn, check_images, check_key, logits_shape,
+                               predict_labels)
 from rsec.checks import check_finite_scalar, check_labels, check_positive_int
 from rsec.parallel import batch_sharded, check_batch_divisible, replicated, shard_batch
 
@@ -58,13 +57,6 @@ def _batches(x: np.ndarray, y: np.ndarray, batch_size: int):
 def _norms(d: np.ndarray) -> np.ndarray:
   d = np.abs(d.reshape(d.shape[0], -1).astype(np.float64))
   return np.stack([d.sum(1), np.sqrt((d * d).sum(1)), d.max(1, initial=0.0)], axis=1)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _predict(logits_fn: LogitsFn, x: jax.Array) -> jax.Array:
-  # Module-level and keyed by logits_fn, so repeated evaluations (curves) reuse it; with
-  # sharded inputs jit follows their sharding.
-  return jnp.argmax(logits_fn(x), axis=1)
 
 
 def _check_attacks(attacks: Any) -> None:
@@ -101,7 +93,6 @@ def evaluate_attacks(logits_fn: LogitsFn, key: jax.Array, x: Any, y: Any,
 
 def _evaluate(logits_fn, key, x_np, y_np, attacks, batch_size, mesh) -> dict[str, float]:
   """evaluate_attacks after its checks."""
-  predict_fn = hashable_fn(logits_fn)
   if mesh is None:
     place = lambda tree: jax.tree.map(jnp.asarray, tree)  # noqa: E731
   else:
@@ -120,10 +111,10 @@ def _evaluate(logits_fn, key, x_np, y_np, attacks, batch_size, mesh) -> dict[str
   rate, norms = {n: [] for n in attacks}, {n: [] for n in attacks}
   for b, (xb, yb, n) in enumerate(_batches(x_np, y_np, batch_size)):
     xd, yd = place((xb, yb))
-    clean.append(np.asarray(_predict(predict_fn, xd))[:n] == yb[:n])
+    clean.append(np.asarray(predict_labels(logits_fn, xd))[:n] == yb[:n])
     for i, (name, run) in enumerate(runners.items()):
       x_adv, info = run(jax.random.fold_in(jax.random.fold_in(key, i), b), xd, yd)
-      ok = np.asarray(_predict(predict_fn, x_adv))[:n] == yb[:n]
+      ok = np.asarray(predict_labels(logits_fn, x_adv))[:n] == yb[:n]
       adv[name].append(ok)
       if info is None:
         rate[name].append((~ok).astype(np.float64))

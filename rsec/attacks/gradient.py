@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping, NamedTuple
 
-import jax
 import jax.numpy as jnp
 
 from rsec.attacks.base import ATTACKS, Attack, make_attack
@@ -102,13 +101,15 @@ def pgd(eps: float, norm: str = "linf", steps: int = 40, step_size: float | None
         restarts: int = 1, loss: str = "ce", init: str = "uniform",
         select: str = "max_loss", step: str | None = None, sparsity: float = 0.99,
         n_target_classes: int = 1, kappa: float | None = None, lo: float = 0.0,
-        hi: float = 1.0, unroll: int = 1) -> Attack:
+        hi: float = 1.0, unroll: int = 1, name: str | None = None) -> Attack:
   """Projected gradient ascent in the eps-ball (Madry et al.), L-inf / L2 / L1.
 
   eps: radius in pixel units. step_size: default 2.5 eps / steps. step: a STEPS name,
   default steepest ascent for the norm (sign, L2-normalised, sparse-L1 top-k with
   `sparsity`). A targeted loss attacks each of the n_target_classes most likely wrong
-  classes `restarts` times. kappa caps margin losses (None: no cap).
+  classes `restarts` times. kappa caps margin losses (None: no cap). select defaults to
+  max_loss (adversarial training); evaluations want "first_success". unroll: fori_loop
+  unroll (1 was fastest on CPU for small models). name: shown in the attack's repr.
   """
   check_common(eps, norm, steps, restarts, loss, init, select, lo, hi)
   step = default_step_for(norm) if step is None else check_choice("step", step, STEPS.names())
@@ -121,7 +122,7 @@ def pgd(eps: float, norm: str = "linf", steps: int = 40, step_size: float | None
                    n_targets=_n_targets(loss, n_target_classes), sparsity=float(sparsity),
                    lo=lo, hi=hi,
                    unroll=check_positive_int("unroll", unroll))
-  return build(spec, hp, f"pgd_{norm}")
+  return build(spec, hp, name or f"pgd_{norm}")
 
 
 @ATTACKS.register("fgsm")
@@ -129,7 +130,7 @@ def fgsm(eps: float, norm: str = "linf", loss: str = "ce", lo: float = 0.0,
          hi: float = 1.0) -> Attack:
   """One steepest-ascent step of length eps from x (FGSM for L-inf, FGM for L2/L1)."""
   return pgd(eps, norm, steps=1, step_size=eps, restarts=1, loss=loss, init="zero",
-             select="last", lo=lo, hi=hi)
+             select="last", lo=lo, hi=hi, name=f"fgsm_{norm}")
 
 
 @ATTACKS.register("fgm")
@@ -151,28 +152,28 @@ def paper(eps: float = 0.3, norm: str = "linf", steps: int = 40, lr: float = 0.0
   """
   check_finite_scalar("lr", lr, low=0.0, low_inclusive=False)
   return pgd(eps, norm, steps=steps, step_size=lr, restarts=restarts, loss=loss,
-             init=init, select=select, step="adam", lo=lo, hi=hi)
+             init=init, select=select, step="adam", lo=lo, hi=hi, name=f"paper_{norm}")
 
 
 @ATTACKS.register("cw_l2")
 def cw_l2(c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01,
-          eps: float | None = None, restarts: int = 1, lo: float = 0.0,
-          hi: float = 1.0) -> Attack:
+          eps: float | None = None, lo: float = 0.0, hi: float = 1.0) -> Attack:
   """Carlini & Wagner's L2 attack with a fixed trade-off constant c (no binary search).
 
   Minimises ||x - x0||_2^2 - c * min(max_{j != y} z_j - z_y, kappa) over the tanh
   parametrisation with Adam (lr), keeping the misclassified iterate of smallest L2
   distance. Without a search over c, a c too small finds nothing and one too large finds
-  needlessly large perturbations: tune c per model. eps: if given, successes with
+  needlessly large perturbations: tune c per model. One attempt (the start is x itself,
+  so restarts would repeat it). eps: if given, successes with
   ||x_adv - x||_2 > eps are discarded (x_adv = x), which makes this an eps-threat attack.
   """
   check_finite_scalar("c", c, low=0.0, low_inclusive=False)
   check_finite_scalar("kappa", kappa, low=0.0)
   check_finite_scalar("lr", lr, low=0.0, low_inclusive=False)
-  check_common(0.0 if eps is None else eps, "l2", steps, restarts, "margin", "zero",
-               "min_norm", lo, hi)
+  check_common(0.0 if eps is None else eps, "l2", steps, 1, "margin", "zero", "min_norm",
+               lo, hi)
   hp = {"eps": 0.0 if eps is None else eps, "step_size": lr, "kappa": kappa,
         "loss_scale": c}
-  spec = PixelSpec("box", steps, restarts, "margin", "zero", "min_norm", "adam",
+  spec = PixelSpec("box", steps, 1, "margin", "zero", "min_norm", "adam",
                    param="tanh", l2_penalty=True, max_l2=eps is not None, lo=lo, hi=hi)
   return build(spec, hp, "cw_l2")

@@ -120,3 +120,16 @@ def test_autoattack_quick_by_name(trained):
   aa = A.build_attack("autoattack", eps=EPS, version="quick")
   got = robust_acc(trained, aa)
   assert got <= robust_acc(trained, A.apgd_ce(EPS, steps=20), jax.random.fold_in(KEY, 0))
+
+
+def test_cascade_accepts_plain_callables(trained):
+  def noise(logits_fn, key, x, y):
+    del logits_fn, y
+    return jnp.clip(x + EPS * jax.random.rademacher(key, x.shape, x.dtype), 0, 1)
+
+  casc = A.cascade([noise, ("fgsm", {"eps": EPS})])
+  x_adv, info = casc(trained.logits_fn, KEY, trained.x, trained.y, return_info=True)
+  assert float(jnp.abs(x_adv - trained.x).max()) <= EPS + 1e-6
+  assert set(np.unique(info["broken_by"]).tolist()) <= {-2, -1, 0, 1}
+  np.testing.assert_array_equal(info["success"], jnp.argmax(trained.logits_fn(x_adv), 1)
+                                != trained.y)

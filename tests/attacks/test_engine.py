@@ -140,3 +140,18 @@ def test_latent_parametrisation_plugs_into_the_engine():
   assert float(jnp.abs(z0 + u).max()) <= 2.0 + 1e-6
   assert bool(jnp.all(info["loss"] >= A.cross_entropy(f(to_image(0 * z0, (z0, dec))), y)))
   assert 0 < int(info["success"].sum())
+
+
+def test_apgd_checkpoints_follow_the_paper():
+  """p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), w_j = ceil(p_j N)."""
+  is_ck, window = A.checkpoints(100)
+  np.testing.assert_array_equal(np.flatnonzero(is_ck), [22, 41, 57, 70, 80, 87, 93, 99])
+  np.testing.assert_array_equal(window[is_ck], [22, 19, 16, 13, 10, 7, 6, 6])
+
+
+def test_square_p_schedule_halves_on_the_papers_marks():
+  from rsec.attacks.square_attack import p_schedule
+  got = [float(p_schedule(jnp.asarray(t), 10000, 0.8)) for t in (0, 10, 11, 51, 201, 8001)]
+  np.testing.assert_allclose(got, [0.8, 0.8, 0.4, 0.2, 0.1, 0.8 / 512], rtol=1e-6)
+  # Budgets other than 10000 are rescaled: the same fractions of the run.
+  np.testing.assert_allclose(float(p_schedule(jnp.asarray(2), 100, 0.8)), 0.2, rtol=1e-6)
