@@ -105,7 +105,7 @@ def fonts_examples(key: jax.Array, prototypes: Prototypes | jax.Array, indices: 
 
   fonts, thetas = jax.vmap(draw)(indices)
   labels = indices % num_classes
-  rendered = warp._warp_fast(images[fonts, labels], warp.theta_to_affine(thetas))  # pylint: disable=protected-access
+  rendered = warp._render_fast(images, fonts, labels, warp.theta_to_affine(thetas))  # pylint: disable=protected-access
   return dict(image=rendered[..., None], label=labels, font=fonts, theta=thetas)
 
 
