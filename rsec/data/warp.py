@@ -124,59 +124,54 @@ def _interpolate(take, ix: jax.Array, iy: jax.Array, height: int, width: int) ->
   return top + fy * (bottom - top)
 
 
-def _bilinear_from_table(table: jax.Array, base: jax.Array, affine: jax.Array, height: int,
-                         width: int) -> jax.Array:
-  """Bilinear samples [N, H*W] from a flat table of zero-ringed images.
+def _ringed_table(images: jax.Array) -> jax.Array:
+  """[M, H, W] -> flat [M * (H+2) * (W+2)]: each image inside a ring of zeros."""
+  return jnp.pad(images, ((0, 0), (1, 1), (1, 1))).reshape(-1)
 
-  table: [M * (H+2) * (W+2)], M images each padded with a ring of zeros; base: [N] int,
-  the offset of each output's source image in the table. The zero ring replaces
-  per-sample bounds masks: neighbour indices are clamped into [-1, size], where the ring
-  reads zero, so every gather is in bounds and XLA fuses the whole warp into one loop.
-  """
+
+def _warp_from_table(table: jax.Array, base: jax.Array, affine: jax.Array, height: int,
+                     width: int) -> jax.Array:
+  """[N, H*W] samples; output n reads the ringed image starting at table[base[n]]."""
   ix, iy = _sample_coords(affine, height, width)
-  x0, y0 = jnp.floor(ix), jnp.floor(iy)
-  fx, fy = ix - x0, iy - y0
-  # Clamping after the int conversion keeps indices in bounds even for NaN/inf.
-  xi = jnp.clip(x0.astype(jnp.int32), -2, width)
-  yi = jnp.clip(y0.astype(jnp.int32), -2, height)
-  stride = width + 2
-  xa, xb = jnp.maximum(xi, -1) + 1, jnp.minimum(xi + 1, width) + 1
-  ya, yb = (jnp.maximum(yi, -1) + 1) * stride, (jnp.minimum(yi + 1, height) + 1) * stride
-  ya, yb = ya + base[:, None], yb + base[:, None]
 
   def take(index):
-    return table.at[index].get(mode="promise_in_bounds")
+    return table.at[index + base[:, None]].get(mode="promise_in_bounds")
 
-  top_left, top_right = take(ya + xa), take(ya + xb)
-  bottom_left, bottom_right = take(yb + xa), take(yb + xb)
-  top = top_left + fx * (top_right - top_left)
-  bottom = bottom_left + fx * (bottom_right - bottom_left)
-  return top + fy * (bottom - top)
-
-
-def _ringed_table(images: jax.Array) -> jax.Array:
-  """[M, H, W] -> flat [M * (H+2) * (W+2)] with a ring of zeros around each image."""
-  return jnp.pad(images, ((0, 0), (1, 1), (1, 1))).reshape(-1)
+  return _interpolate(take, ix, iy, height, width)
 
 
 @jax.jit
 def _warp_fast(images: jax.Array, affine: jax.Array) -> jax.Array:
-  """[N, H, W] x [N, 2, 3] -> [N, H, W]: four gathers from zero-ringed images."""
+  """[N, H, W] x [N, 2, 3] -> [N, H, W]: four fused gathers per output pixel."""
   n, height, width = images.shape
   base = jnp.arange(n, dtype=jnp.int32) * ((height + 2) * (width + 2))
-  out = _bilinear_from_table(_ringed_table(images), base, affine, height, width)
-  return out.reshape(images.shape)
+  return _warp_from_table(_ringed_table(images), base, affine, height,
+                          width).reshape(images.shape)
 
 
 @jax.jit
 def _render_fast(prototype_images: jax.Array, fonts: jax.Array, chars: jax.Array,
                  affine: jax.Array) -> jax.Array:
-  """Warps prototype[font, char] without materialising the gathered glyphs: [N, H, W]."""
-  num_fonts, num_chars, height, width = prototype_images.shape
+  """[F, C, H, W] prototypes -> [N, H, W]: warps prototype[font, char], gathering straight
+  from the prototype table (no [N, H, W] copy of the glyphs first: ~1.5x faster)."""
+  _, num_chars, height, width = prototype_images.shape
   table = _ringed_table(prototype_images.reshape(-1, height, width))
   base = (fonts * num_chars + chars).astype(jnp.int32) * ((height + 2) * (width + 2))
-  out = _bilinear_from_table(table, base, affine, height, width)
-  return out.reshape(fonts.shape[0], height, width)
+  return _warp_from_table(table, base, affine, height, width).reshape(-1, height, width)
+
+
+@jax.jit
+def _warp_single(image: jax.Array, affine: jax.Array) -> jax.Array:
+  """[H, W] x [2, 3] -> [H, W]. Same maths as `_warp_fast`, but with a rank-1
+  gather, which vmaps into a much faster gather than vmapping the batched form."""
+  height, width = image.shape
+  ix, iy = _sample_coords(affine[None], height, width)
+  flat = jnp.pad(image, 1).reshape(-1)
+
+  def take(index):
+    return flat.at[index].get(mode="promise_in_bounds")
+
+  return _interpolate(take, ix[0], iy[0], height, width).reshape(image.shape)
 
 
 @jax.jit
