@@ -125,14 +125,18 @@ def fit(state: TrainState, data: Mapping[str, np.ndarray], *, key: jax.Array, ba
           f"non-finite loss or gradients at step {s + int(bad[0])}{where}")
     for name, v in metrics.items():
       acc.setdefault(name, []).extend(v[:n_valid].tolist())
-    if writer is not None and (end // log_every > s // log_every or end == num_steps):
+    at_checkpoint = checkpointer is not None and (end % checkpoint_every == 0
+                                                  or end == num_steps)
+    # Log windows also close at checkpoints, so a run resumed from one logs the same rows.
+    if writer is not None and (end // log_every > s // log_every or end == num_steps
+                               or at_checkpoint):
       writer.write(end, {f"train/{n}": float(np.mean(v)) for n, v in acc.items()
                          if n != "finite"})
       acc = {}
     bar.update(n_valid)
     bar.set_postfix(loss=f"{np.mean(metrics['loss'][:n_valid]):.3f}", refresh=False)
     s = end
-    if checkpointer is not None and (s % checkpoint_every == 0 or s == num_steps):
+    if at_checkpoint:
       checkpointer.save(state)
   bar.close()
   seconds = time.perf_counter() - t0
