@@ -53,7 +53,7 @@ def run(c, workdir: str) -> dict:
   state, clf_config = restore_classifier(c.classifier_workdir)
   mesh = parallel.data_mesh()
   parallel.check_batch_divisible(c.batch_size, mesh, "config.batch_size")
-  os.makedirs(workdir, exist_ok=True)
+  io.prepare_workdir(workdir)
   io.write_text_atomic(os.path.join(workdir, "config.json"), cfg_lib.to_json(c))
 
   data_cfg = clf_config.data

@@ -18,9 +18,7 @@ from rsec.training.classifier import train_classifier, validate_train_config
 
 def run(config, workdir: str) -> dict:
   validate_train_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  if not os.access(workdir, os.W_OK):
-    raise ValueError(f"--workdir {workdir!r} is not writable")
+  io.prepare_workdir(workdir)
   if io.is_chief():
     io.write_text_atomic(os.path.join(workdir, "config.json"), cfg_lib.to_json(config))
   data = load_classification(config.data, config.seed)

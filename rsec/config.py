@@ -79,6 +79,43 @@ def run_cli(main: Callable[[], Any]) -> None:
     sys.exit(2)
 
 
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """'path/to/file.py[:preset]' -> the file's get_config(preset) (as config_flags does)."""
+  import importlib.util
+  import os
+  path, _, preset = spec.partition(":")
+  if not os.path.exists(path):
+    raise ValueError(f"--config file {path!r} does not exist")
+  module_spec = importlib.util.spec_from_file_location("_rsec_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(preset) if preset else module.get_config()
+
+
+def check_override_keys(argv: list[str], default_config: str) -> None:
+  """ValueError naming the full key of any `--config.a.b=v` override the config lacks.
+
+  (config_flags would fail later with a bare KeyError traceback.)
+  """
+  spec = default_config
+  for a in argv:
+    if a.startswith("--config="):
+      spec = a.split("=", 1)[1]
+  overrides = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+  if not overrides and spec == default_config:
+    return
+  config = load_config_file(spec)  # also reports a missing file or an unknown preset
+  for key in overrides:
+    node = config
+    for i, part in enumerate(key.split(".")[1:]):
+      if not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
+        known = sorted(node.keys()) if isinstance(node, (ml_collections.ConfigDict, dict)) else []
+        where = ".".join(key.split(".")[:i + 1])
+        raise ValueError(f"unknown config key {key!r}: {where} has no field {part!r}"
+                         + (f"; known fields: {known}" if known else ""))
+      node = node[part]
+
+
 def cli_main(run: Callable[[ml_collections.ConfigDict, str], Any], default_config: str) -> None:
   """The whole `__main__` of an entry point: `--config`, `--workdir`, then `run(config, dir)`.
 
@@ -87,6 +124,11 @@ def cli_main(run: Callable[[ml_collections.ConfigDict, str], Any], default_confi
   """
   from absl import app, flags
   from ml_collections import config_flags
+  try:
+    check_override_keys(sys.argv[1:], default_config)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   config = config_flags.DEFINE_config_file("config", default_config)
   workdir = flags.DEFINE_string("workdir", None, "Output directory (a rerun resumes).")
 

@@ -26,6 +26,18 @@ def write_text_atomic(path: str, text: str) -> None:
     raise
 
 
+def prepare_workdir(path: str) -> str:
+  """Creates `path` if needed and proves it writable; ValueError naming it otherwise."""
+  try:
+    os.makedirs(path, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=path, prefix=".probe-")
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f"--workdir {path!r} is not a writable directory: {e.strerror or e}") from None
+  return path
+
+
 def write_json_atomic(path: str, obj: Any) -> None:
   write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_default) + "\n")
 

@@ -8,8 +8,8 @@ labels of what lies behind it) is exact.
 Geometry: coordinates are fractions of the image side, y down. Stuff is four horizontal,
 slightly slanted bands; things are signed-distance shapes standing with their foot in a
 band, painted back to front (higher foot first), anti-aliased over one pixel. An object's
-mask is where it is the top layer with coverage > 1/2, so a 1-pixel dilation of the mask
-covers every pixel the object changed.
+mask is where it is the top layer with coverage > 1/2; its amodal mask (every pixel the
+shape covers at all, occluded parts included) holds every pixel that removal changes.
 """
 from __future__ import annotations
 
@@ -124,6 +124,7 @@ def _render_one(layout: dict, present: jax.Array, size: int) -> dict:
   image = scene_shapes.stuff_colours(x, y, noise, edges, layout["tint"])      # [6, H, W, 3]
   image = jnp.take_along_axis(image, stuff[None, :, :, None], 0)[0]
   inst = -jnp.ones((size, size), jnp.int32)
+  amodal = []
   on = layout["valid"] & present
   for s in range(MAX_OBJECTS):
     c, h = layout["cls"][s], layout["height"][s]
@@ -134,13 +135,15 @@ def _render_one(layout: dict, present: jax.Array, size: int) -> dict:
     col = scene_shapes.thing_colour(c, layout["colour"][s], u, v, noise)
     image = alpha[..., None] * col + (1 - alpha[..., None]) * image
     inst = jnp.where(alpha > 0.5, s, inst)
+    amodal.append(alpha > 0)
   semantic = jnp.where(inst >= 0, layout["cls"][jnp.maximum(inst, 0)], R.NUM_THINGS + stuff)
   masks = inst[None] == jnp.arange(MAX_OBJECTS)[:, None, None]
   visible = masks.sum((1, 2)) >= max(1, MIN_VISIBLE_PIXELS * size * size // 4096)
   shown = on & visible
   labels = jnp.zeros(R.NUM_THINGS).at[layout["cls"]].max(shown.astype(jnp.float32))
   return dict(image=jnp.clip(image, 0, 1), semantic=semantic.astype(jnp.int32),
-              instance=inst, masks=masks, shown=shown, labels=labels)
+              instance=inst, masks=masks, amodal=jnp.stack(amodal), shown=shown,
+              labels=labels)
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -157,7 +160,8 @@ def render(layouts: dict, present: jax.Array | None = None, size: int = 64) -> d
     size: image side in pixels.
   Returns a dict: image float32 [N, size, size, 3] in [0, 1]; semantic int32 [N, H, W]
   (things 0..K-1, stuff K + stuff index); instance int32 [N, H, W] (slot, -1 = stuff);
-  masks bool [N, S, H, W] visible instance masks; shown bool [N, S] (present and at
+  masks bool [N, S, H, W] visible instance masks; amodal bool [N, S, H, W] every pixel each
+  shape covers at all (occluded parts included: nothing else changes on removal); shown bool [N, S] (present and at
   least MIN_VISIBLE_PIXELS visible); labels float32 [N, K] multi-label targets.
   """
   checks.check_positive_int("size", size, minimum=16)

@@ -85,3 +85,10 @@ def test_cli_reports_errors_without_traceback(tmp_path):
   assert proc.returncode == 2
   assert "error: config.model.name must be one of" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_saved_config_reloads_to_the_same_config(trained):
+  from rsec import config as cfg_lib
+  workdir, _ = trained
+  reloaded = cfg_lib.from_json(open(os.path.join(workdir, "config.json")).read())
+  assert reloaded.to_dict() == small_config().to_dict()

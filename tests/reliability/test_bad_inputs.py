@@ -1,0 +1,184 @@
+"""Walks the public API and the entry points with bad inputs.
+
+Each case must raise a ValueError whose message names what is wrong (matched by regex),
+before any XLA work: no cryptic trace, no hang, no silent result. The CLI cases must exit
+with status 2 and a one-line `error:` message, without a traceback. (tests/attacks/
+test_bad_inputs.py walks the attack API the same way.)
+"""
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.attack_eval import get_config as attack_eval_config
+from configs.train_classifier import get_config as train_config
+from rsec import config as cfg_lib
+from rsec import io
+from rsec.attacks import pgd
+from rsec.data import fonts, fonts_dataset, warp
+from rsec.data.tfds_fonts import load_image_classification
+from rsec.models.classifiers import make_model
+from rsec.training.checkpoint import Checkpointer
+from rsec.training.classifier import validate_train_config
+from rsec.training.loop import evaluate, fit
+from rsec.training.state import make_optimizer
+from experiments import attack_eval
+from tests.training.test_loop import _data, _state
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROTOS = np.random.default_rng(0).random((3, 4, 8, 8)).astype(np.float32)
+THETA = np.tile(warp.IDENTITY_THETA, (2, 1))
+
+
+def _cfg(**changes):
+  c = train_config("quick")
+  for dotted, value in changes.items():
+    *path, last = dotted.split("__")
+    node = c
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return c
+
+
+def _from_json_with(**changes):
+  """A config as reloaded from a hand-edited config.json (no ConfigDict type locking)."""
+  import json
+  d = json.loads(cfg_lib.to_json(train_config("quick")))
+  for dotted, value in changes.items():
+    *path, last = dotted.split("__")
+    node = d
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return cfg_lib.from_json(json.dumps(d))
+
+
+def _not_a_font(tmp):
+  p = os.path.join(tmp, "fake.ttf")
+  open(p, "w").write("this is not a font")
+  return p
+
+
+def _mismatched_checkpoint(tmp):
+  d = os.path.join(tmp, "ck")
+  ck = Checkpointer(d, {"model": "paper_classifier"})
+  ck.save(_state())
+  ck.close()
+  return Checkpointer(d, {"model": "mlp"})
+
+
+CASES = [
+    # FONTS prototypes
+    ("font path missing", lambda t: fonts.load_prototypes(["/no/such/font.ttf"]), "does not exist|no such|not found"),
+    ("file is not a font", lambda t: fonts.load_prototypes([_not_a_font(t)]), "font"),
+    ("empty characters", lambda t: fonts.load_prototypes(None, characters=""), "characters"),
+    ("duplicated characters", lambda t: fonts.load_prototypes(None, characters="ABA"), "characters|duplicate"),
+    ("canvas too small", lambda t: fonts.load_prototypes(None, size=4), "size"),
+    # The generator
+    ("theta wrong shape", lambda t: warp.render_batch(PROTOS, np.zeros(2, np.int32), np.zeros(2, np.int32), np.zeros((2, 5), np.float32)), "thetas"),
+    ("theta NaN", lambda t: warp.render_batch(PROTOS, np.zeros(2, np.int32), np.zeros(2, np.int32), np.full((2, 6), np.nan, np.float32)), "non-finite"),
+    ("theta inf", lambda t: warp.render(PROTOS, 0, 0, np.array([0, 0, 0, 0, np.inf, 0], np.float32)), "non-finite"),
+    ("theta integer dtype", lambda t: warp.render(PROTOS, 0, 0, np.zeros(6, np.int32)), "floating"),
+    ("font index too large", lambda t: warp.render_batch(PROTOS, np.array([0, 3], np.int32), np.zeros(2, np.int32), THETA), "fonts"),
+    ("char index negative", lambda t: warp.render_batch(PROTOS, np.zeros(2, np.int32), np.array([0, -1], np.int32), THETA), "chars"),
+    ("font/theta batch mismatch", lambda t: warp.render_batch(PROTOS, np.zeros(3, np.int32), np.zeros(3, np.int32), THETA), "thetas"),
+    ("prototypes wrong rank", lambda t: warp.render_batch(PROTOS[0], np.zeros(2, np.int32), np.zeros(2, np.int32), THETA), "prototype"),
+    ("affine wrong shape", lambda t: warp.affine_warp(PROTOS[0], np.zeros((4, 3, 3), np.float32)), "affine"),
+    ("affine NaN", lambda t: warp.affine_warp(PROTOS[0], np.full((4, 2, 3), np.nan, np.float32)), "non-finite"),
+    ("images integer", lambda t: warp.affine_warp(np.zeros((2, 8, 8), np.int32), np.zeros((2, 2, 3), np.float32)), "floating"),
+    # Sampling
+    ("unknown difficulty", lambda t: fonts_dataset.sample_theta(jax.random.key(0), 4, "extreme"), "difficulty"),
+    ("zero examples", lambda t: fonts_dataset.sample_theta(jax.random.key(0), 0), "n must be"),
+    ("unknown split", lambda t: fonts_dataset.split_key(0, "holdout"), "split"),
+    ("negative seed", lambda t: fonts_dataset.split_key(-1, "train"), "seed"),
+    # TFDS
+    ("TFDS set missing", lambda t: load_image_classification("mnist", t, "train"), "mnist"),
+    # Models and optimizers
+    ("unknown model", lambda t: make_model("vgg", 10), "model name"),
+    ("one class", lambda t: make_model("mlp", 1), "num_classes"),
+    ("unknown optimizer", lambda t: make_optimizer(0.1, 10, name="lbfgs"), "optimizer"),
+    # Training loop
+    ("batch not divisible by devices", lambda t: fit(_state(), _data(), key=jax.random.key(0), batch_size=30, num_steps=1, progress=False), "divisible by the number of devices"),
+    ("data without labels", lambda t: fit(_state(), {"image": _data()["image"]}, key=jax.random.key(0), batch_size=40, num_steps=1, progress=False), "'label'"),
+    ("fewer examples than a batch", lambda t: fit(_state(), _data(20), key=jax.random.key(0), batch_size=40, num_steps=1, progress=False), "fewer than batch_size"),
+    ("evaluate on nothing", lambda t: evaluate(_state(), _data()["image"][:0], _data()["label"][:0], batch_size=40), "empty"),
+    ("restore with no checkpoint", lambda t: Checkpointer(os.path.join(t, "none"), {}).restore(_state()), "no checkpoint"),
+    ("checkpoint of another model", lambda t: _mismatched_checkpoint(t).restore(_state("mlp")), "model='paper_classifier'"),
+    # train_classifier configs
+    ("negative seed (config)", lambda t: validate_train_config(_cfg(seed=-1)), r"config\.seed"),
+    ("zero train size", lambda t: validate_train_config(_cfg(data__train_size=0)), r"config\.data\.train_size"),
+    ("train size of wrong type (hand-edited config.json)", lambda t: validate_train_config(_from_json_with(data__train_size="many")), r"config\.data\.train_size must be of type int"),
+    ("zero epochs", lambda t: validate_train_config(_cfg(training__epochs=0)), r"config\.training\.epochs"),
+    ("NaN learning rate", lambda t: validate_train_config(_cfg(training__learning_rate=float("nan"))), r"config\.training\.learning_rate"),
+    ("lr decay above 1", lambda t: validate_train_config(_cfg(training__lr_decay=2.0)), r"config\.training\.lr_decay"),
+    ("b1 above 1", lambda t: validate_train_config(_cfg(training__b1=1.5)), r"config\.training\.b1"),
+    ("negative weight decay", lambda t: validate_train_config(_cfg(training__weight_decay=-1.0)), r"config\.training\.weight_decay"),
+    ("zero steps per call", lambda t: validate_train_config(_cfg(training__steps_per_call=0)), r"config\.training\.steps_per_call"),
+    ("eval batch not divisible", lambda t: validate_train_config(_cfg(eval__batch_size=30)), r"config\.eval\.batch_size=30"),
+    ("unknown mode", lambda t: validate_train_config(_cfg(training__mode="magic")), r"config\.training\.mode"),
+    ("unknown training attack", lambda t: validate_train_config(_cfg(training__mode="adversarial", training__attack__name="deepfool")), r"config\.training\.attack\.name"),
+    ("batch larger than data", lambda t: validate_train_config(_cfg(data__train_size=50)), r"batch_size=100 is larger"),
+    ("TFDS set without data_dir", lambda t: validate_train_config(_cfg(data__name="mnist")), r"config\.data\.data_dir"),
+    ("unknown difficulty (config)", lambda t: validate_train_config(_cfg(data__difficulty="extreme")), r"config\.data\.difficulty"),
+    ("unknown preset", lambda t: train_config("huge"), "preset"),
+    ("unknown override key", lambda t: cfg_lib.check_override_keys(["--config.training.bogus=1"], "configs/train_classifier.py:quick"), r"config\.training\.bogus"),
+    ("missing config file", lambda t: cfg_lib.check_override_keys(["--config=configs/none.py"], "configs/train_classifier.py"), "does not exist"),
+    ("unwritable workdir", lambda t: io.prepare_workdir("/proc/rsec_cannot_write_here"), "not a writable directory"),
+    # attack_eval configs
+    ("no classifier workdir", lambda t: attack_eval.validate(attack_eval_config("quick")), r"config\.classifier_workdir"),
+    ("cascade names a missing attack", lambda t: attack_eval.validate(_eval_cfg(cascade=("pgd", "fab"))), "'fab'"),
+    ("negative eps in the grid", lambda t: attack_eval.validate(_eval_cfg(eps=(0.0, -0.1))), r"config\.curve\.eps_grid"),
+    ("classifier workdir without a classifier", lambda t: attack_eval.run(_eval_cfg(), t), "experiments.train_classifier"),
+    # Attacks at the boundary (the full walk is in tests/attacks/test_bad_inputs.py)
+    ("negative eps", lambda t: pgd(-0.1), "eps"),
+    ("images outside [0, 1]", lambda t: pgd(0.1)(_logits, jax.random.key(0), jnp.full((4, 16, 16, 1), 2.0), jnp.zeros(4, jnp.int32)), "x must lie in"),
+    ("labels out of range", lambda t: pgd(0.1)(_logits, jax.random.key(0), jnp.zeros((4, 16, 16, 1)), jnp.full(4, 10, jnp.int32)), "y must lie in"),
+]
+
+
+def _logits(x):
+  return x.reshape(x.shape[0], -1)[:, :10]
+
+
+def _eval_cfg(cascade=None, eps=None):
+  c = attack_eval_config("quick")
+  c.classifier_workdir = "/tmp/rsec-no-such-classifier"
+  if cascade is not None:
+    c.cascade = cascade
+  if eps is not None:
+    c.curve.eps_grid = eps
+  return c
+
+
+def test_at_least_fifty_cases():
+  assert len(CASES) >= 50
+
+
+@pytest.mark.parametrize("name,fn,match", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_raises_value_error(tmp_path, name, fn, match):
+  with pytest.raises(ValueError, match=match):
+    fn(str(tmp_path))
+
+
+CLI_CASES = [
+    ("train_classifier", ["--config.training.bogus=1"], "unknown config key 'config.training.bogus'"),
+    ("train_classifier", ["--config=configs/train_classifier.py:huge"], "unknown preset 'huge'"),
+    ("train_classifier", ["--config.training.batch_size=30"], "config.training.batch_size=30 must be divisible"),
+    ("train_classifier", ["--config.data.font_paths=('/no/such/fonts',)"], "/no/such/fonts"),
+    ("attack_eval", ["--config.classifier_workdir=/no/such/dir"], "experiments.train_classifier"),
+]
+
+
+@pytest.mark.parametrize("entry,args,message", CLI_CASES, ids=[" ".join(c[1]) for c in CLI_CASES])
+def test_cli_exits_cleanly_with_a_message(tmp_path, entry, args, message):
+  proc = subprocess.run([sys.executable, "-m", f"experiments.{entry}",
+                         f"--workdir={tmp_path / 'out'}", *args],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert message in proc.stderr
+  assert "Traceback" not in proc.stderr
