@@ -21,8 +21,9 @@ def small_eval_config(classifier_workdir):
   c.classifier_workdir = classifier_workdir
   c.num_examples = 100
   c.batch_size = 100
-  for name, steps in (("pgd", 10), ("paper", 10), ("apgd_ce", 10), ("apgd_dlr", 10),
-                      ("square", 50)):
+  del c.attacks["apgd_dlr"]  # compilation dominates here: keep one attack of each kind
+  c.cascade = ("apgd_ce", "square")
+  for name, steps in (("pgd", 10), ("paper", 10), ("apgd_ce", 10), ("square", 50)):
     c.attacks[name].steps = steps
   c.attacks.paper.restarts = 2
   c.curve.attack.steps = 5
@@ -40,7 +41,7 @@ def test_attack_eval_end_to_end(classifier_workdir, tmp_path):
     assert os.path.getsize(os.path.join(out, name)) > 0
   saved = json.load(open(os.path.join(out, "results.json")))
   assert saved["clean_accuracy"] > 0.5
-  names = ["fgsm", "pgd", "paper", "apgd_ce", "apgd_dlr", "square", "cascade"]
+  names = ["fgsm", "pgd", "paper", "apgd_ce", "square", "cascade"]
   for n in names:
     assert 0.0 <= saved[f"robust_accuracy/{n}"] <= saved["clean_accuracy"]
     assert f"success_rate/{n}" in saved and f"mean_linf/{n}" in saved

@@ -1,0 +1,82 @@
+"""Training and applying the in-painter: L1 reconstruction + PatchGAN adversarial loss.
+
+Batches hold 'image' [B, H, W, 3] in [0, 1], 'masks' bool [B, S, H, W] (object masks of
+the scene, only used as hole *shapes* for other images) and 'shown' bool [B, S].
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from rsec import checks
+from rsec.context import masks as masks_lib
+from rsec.context.gan import GanState, all_finite, apply_grads, bce_logits, create_gan_state
+from rsec.models.inpainter import Inpainter, PatchDiscriminator, composite
+
+
+def create_inpainter_state(key: jax.Array, size: int, channels=(16, 32, 64),
+                           d_channels=(16, 32, 64), lr: float = 1e-3,
+                           d_lr: float = 1e-3) -> GanState:
+  """A fresh in-painter + PatchGAN state for size x size RGB images."""
+  x, m = jnp.zeros((1, size, size, 3)), jnp.zeros((1, size, size, 1))
+  return create_gan_state(Inpainter(channels=tuple(channels)),
+                          PatchDiscriminator(channels=tuple(d_channels)), (x, m), (x,), key,
+                          lr, d_lr)
+
+
+def make_inpaint_step(size: int, *, adv_weight: float = 0.01, valid_weight: float = 0.2,
+                      object_fraction: float = 0.5, dilation: int = 2) -> Callable:
+  """`step(state, batch, key) -> (state, metrics)` for the in-painter and its critic.
+
+  Generator loss: L1 in the hole (mean over hole pixels) + `valid_weight` x L1 of the raw
+  output outside it + `adv_weight` x non-saturating GAN loss on the composite.
+  """
+  checks.check_finite_scalar("adv_weight", adv_weight, low=0.0)
+  checks.check_finite_scalar("valid_weight", valid_weight, low=0.0)
+
+  def step(state: GanState, batch, key):
+    x = batch["image"]
+    m = masks_lib.training_holes(key, batch["masks"], batch["shown"], size,
+                                 object_fraction, dilation)[..., None]
+
+    def g_loss(gp):
+      g = state.g_apply({"params": gp}, x, m)
+      out = composite(x, m, g)
+      hole = (jnp.abs(g - x) * m).sum() / jnp.maximum(m.sum() * 3, 1)
+      valid = (jnp.abs(g - x) * (1 - m)).mean()
+      adv = bce_logits(state.d_apply({"params": state.d_params}, out), 1.0)
+      return hole + valid_weight * valid + adv_weight * adv, (out, hole, adv)
+
+    (gl, (out, hole, adv)), gg = jax.value_and_grad(g_loss, has_aux=True)(state.g_params)
+    out = jax.lax.stop_gradient(out)
+
+    def d_loss(dp):
+      real = state.d_apply({"params": dp}, x)
+      fake = state.d_apply({"params": dp}, out)
+      return 0.5 * (bce_logits(real, 1.0) + bce_logits(fake, 0.0))
+
+    dl, dg = jax.value_and_grad(d_loss)(state.d_params)
+    gp, g_opt = apply_grads(state.g_params, state.g_opt, state.g_tx, gg)
+    dp, d_opt = (apply_grads(state.d_params, state.d_opt, state.d_tx, dg)
+                 if adv_weight > 0 else (state.d_params, state.d_opt))
+    finite = all_finite(gg, dg) & jnp.isfinite(gl) & jnp.isfinite(dl)
+    new = state.replace(step=state.step + 1, g_params=gp, d_params=dp, g_opt=g_opt,
+                        d_opt=d_opt)
+    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+    return new, {"loss": gl, "l1_hole": hole, "adv": adv, "d_loss": dl,
+                 "finite": finite.astype(jnp.float32)}
+
+  return step
+
+
+def inpaint(state_or_params, x: jax.Array, m: jax.Array, apply_fn: Callable | None = None
+            ) -> jax.Array:
+  """Fills holes m [B, H, W] (1 = hole) of x [B, H, W, 3] and composites the result."""
+  if isinstance(state_or_params, GanState):
+    params, apply_fn = state_or_params.g_params, state_or_params.g_apply
+  else:
+    params = state_or_params
+  mm = m[..., None].astype(x.dtype)
+  return composite(x, mm, apply_fn({"params": params}, x, mm))

@@ -1,0 +1,80 @@
+"""The object-removal in-painter and a PatchGAN discriminator (Shetty et al., NeurIPS 2018).
+
+In-painter: input x * (1 - m) concatenated with m; a strided encoder (/4), residual blocks
+with dilations (1, 1, 1, 2, 4, 8), a nearest-upsampling decoder, sigmoid output G; the
+result is composited as G * m + x * (1 - m) (`composite`). Every convolution is a
+patch matmul (`PatchConv`, or `DilatedConv` below), which XLA:CPU runs fast inside scans.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rsec.models.layers import PatchConv
+
+
+def dilated_patches(x: jax.Array, dilation: int) -> jax.Array:
+  """[B, H, W, C] -> [B, H, W, 9C]: 3x3 'SAME' patches with the given dilation."""
+  d = dilation
+  p = jnp.pad(x, ((0, 0), (d, d), (d, d), (0, 0)))
+  h, w = x.shape[1:3]
+  return jnp.concatenate([p[:, i * d:i * d + h, j * d:j * d + w] for i in range(3)
+                          for j in range(3)], axis=-1)
+
+
+class DilatedConv(nn.Module):
+  """3x3 convolution with dilation, stride 1, 'SAME' padding; `nn.Conv`'s param layout."""
+  features: int
+  dilation: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (3, 3, x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    return dilated_patches(x, self.dilation) @ kernel.reshape(-1, self.features) + bias
+
+
+def upsample2(x: jax.Array) -> jax.Array:
+  """Nearest-neighbour x2 upsampling of [B, H, W, C]."""
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class Inpainter(nn.Module):
+  """G(x * (1 - m), m) -> [B, H, W, 3] in [0, 1] (H, W divisible by 4)."""
+  channels: Sequence[int] = (16, 32, 64)
+  dilations: Sequence[int] = (1, 1, 1, 2, 4, 8)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, m: jax.Array) -> jax.Array:
+    c0, c1, c2 = self.channels
+    h = jnp.concatenate([x * (1 - m), m], axis=-1)
+    h = nn.relu(PatchConv(c0, (3, 3))(h))
+    h = nn.relu(PatchConv(c1, (4, 4), (2, 2), padding=((1, 1), (1, 1)))(h))
+    h = nn.relu(PatchConv(c2, (4, 4), (2, 2), padding=((1, 1), (1, 1)))(h))
+    for d in self.dilations:
+      y = nn.relu(DilatedConv(c2, d)(h))
+      y = DilatedConv(c2, 1)(y)
+      h = nn.relu(h + y)
+    h = nn.relu(PatchConv(c1, (3, 3))(upsample2(h)))
+    h = nn.relu(PatchConv(c0, (3, 3))(upsample2(h)))
+    return nn.sigmoid(PatchConv(3, (3, 3))(h))
+
+
+def composite(x: jax.Array, m: jax.Array, g: jax.Array) -> jax.Array:
+  """G * m + x * (1 - m); x, g [B, H, W, 3], m [B, H, W, 1] in [0, 1]."""
+  return g * m + x * (1 - m)
+
+
+class PatchDiscriminator(nn.Module):
+  """PatchGAN: [B, H, W, C] -> real/fake logits [B, H/8, W/8] (one per receptive patch)."""
+  channels: Sequence[int] = (16, 32, 64)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for c in self.channels:
+      x = nn.leaky_relu(PatchConv(c, (4, 4), (2, 2), padding=((1, 1), (1, 1)))(x), 0.2)
+    return PatchConv(1, (3, 3))(x)[..., 0]
