@@ -39,12 +39,16 @@ def check_batch_divisible(batch_size: int, mesh: Mesh, name: str = "batch_size")
 
 
 def shard_batch(tree: Any, mesh: Mesh, axis: int = 0) -> Any:
-  """Places a host batch (global, identical on every process) on the mesh, split on axis 0.
+  """Places a host batch (global, identical on every process) on the mesh, split on `axis`.
 
   Single-process: a plain device_put. Multi-process: each process keeps only the rows
   its devices own, so the global array is the same as in the single-process case.
   """
-  sharding = batch_sharded(mesh, axis)
+  return _put(tree, batch_sharded(mesh, axis))
+
+
+def _put(tree: Any, sharding: NamedSharding) -> Any:
+  """device_put of a value every process holds whole (multi-process: each keeps its part)."""
   if jax.process_count() == 1:
     return jax.device_put(tree, sharding)
 
@@ -72,11 +76,4 @@ def shard_local_batch(tree: Any, mesh: Mesh, axis: int = 0) -> Any:
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Places a pytree on every device of the mesh (parameters, optimizer state)."""
-  sharding = replicated(mesh)
-  if jax.process_count() == 1:
-    return jax.device_put(tree, sharding)
-
-  def put(x):
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
-  return jax.tree.map(put, tree)
+  return _put(tree, replicated(mesh))
