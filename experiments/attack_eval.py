@@ -54,6 +54,9 @@ def run(c, workdir: str) -> dict:
   mesh = parallel.data_mesh()
   parallel.check_batch_divisible(c.batch_size, mesh, "config.batch_size")
   io.prepare_workdir(workdir)
+  done = io.finished_results(workdir, cfg_lib.to_json(c))
+  if done is not None:  # a rerun of a finished evaluation: nothing to redo
+    return done
   io.write_text_atomic(os.path.join(workdir, "config.json"), cfg_lib.to_json(c))
 
   data_cfg = clf_config.data

@@ -47,6 +47,16 @@ def read_json(path: str) -> Any:
     return json.load(f)
 
 
+def finished_results(workdir: str, config_json: str) -> Any | None:
+  """results.json of a run in `workdir` that finished with the same config, else None."""
+  results, config = os.path.join(workdir, "results.json"), os.path.join(workdir, "config.json")
+  if os.path.exists(results) and os.path.exists(config):
+    with open(config) as f:
+      if f.read() == config_json:
+        return read_json(results)
+  return None
+
+
 def is_chief() -> bool:
   """Only process 0 writes reports and results in multi-host runs."""
   return jax.process_index() == 0

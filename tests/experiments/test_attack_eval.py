@@ -56,6 +56,11 @@ def test_attack_eval_end_to_end(classifier_workdir, tmp_path):
   assert curve[-1] <= 0.05  # eps = 1 contains every image
   report = open(os.path.join(out, "report.md")).read()
   assert "Sanity checks" in report and "worst_case" in report
+  # A rerun of the finished evaluation returns its results without attacking again.
+  mtime = os.path.getmtime(os.path.join(out, "results.json"))
+  again = attack_eval.run(small_eval_config(classifier_workdir), out)
+  assert json.dumps(again, sort_keys=True) == json.dumps(saved, sort_keys=True)
+  assert os.path.getmtime(os.path.join(out, "results.json")) == mtime
 
 
 def test_missing_classifier_names_the_command(tmp_path):
