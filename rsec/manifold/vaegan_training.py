@@ -70,7 +70,7 @@ def init_vaegan_state(modules: tuple[Encoder, Decoder, Discriminator],
     stats = {n: v.get("batch_stats", {}) for n, v in zip(NETS, vs)}
     return params, stats, tx.init(params)
 
-  params, stats, opt = jax.vmap(one)(jax.random.split(key, num_models))
+  params, stats, opt = jax.jit(jax.vmap(one))(jax.random.split(key, num_models))
   return VAEGANState(jnp.zeros((), jnp.int32), params, stats, opt, tuple(modules), tx)
 
 

@@ -33,9 +33,11 @@ def normal(config: ml_collections.ConfigDict, apply_fn: Callable) -> TrainingMod
 def make_mode(config: ml_collections.ConfigDict, apply_fn: Callable) -> TrainingMode:
   """The mode of `config.training.mode` (ValueError for an unknown mode)."""
   import rsec.training.adversarial  # noqa: F401  (registers the adversarial modes)
+  import rsec.manifold.modes  # noqa: F401  (on-manifold and deformation modes)
   return TRAINING_MODES.get(config.training.mode)(config, apply_fn)
 
 
 def mode_names() -> list[str]:
   import rsec.training.adversarial  # noqa: F401
+  import rsec.manifold.modes  # noqa: F401
   return TRAINING_MODES.names()
