@@ -15,10 +15,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rsec.models.classifiers import _BN, PaperClassifier
 from rsec.models.layers import PatchConv
 from rsec.models.layers_transpose import PatchConvTranspose
 
-_BN = dict(momentum=0.9, epsilon=1e-5)
 
 
 def encoder_sizes(size: int, depth: int) -> list[int]:
@@ -74,20 +74,12 @@ class Decoder(nn.Module):
     return nn.sigmoid(x)
 
 
-class Discriminator(nn.Module):
-  """x [B, H, W, C] -> logit [B] (real > 0): conv 4x4/2 + BN + ReLU, dense, dense 1."""
-  channels: Sequence[int] = (16, 32, 64)
-  hidden: int = 100
+class Discriminator(PaperClassifier):
+  """x [B, H, W, C] -> logit [B] (real > 0): the paper's classifier with one output."""
+  num_classes: int = 1
 
-  @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    for c in self.channels:
-      x = PatchConv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False)(x)
-      x = nn.relu(nn.BatchNorm(use_running_average=not train, **_BN)(x))
-    x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, **_BN)(
-        nn.Dense(self.hidden, use_bias=False)(x)))
-    return nn.Dense(1)(x)[:, 0]
+    return super().__call__(x, train)[:, 0]
 
 
 def make_vaegan(latent_dim: int, size: int, channels: Sequence[int] = (64, 128, 256),
@@ -100,4 +92,4 @@ def make_vaegan(latent_dim: int, size: int, channels: Sequence[int] = (64, 128, 
     raise ValueError(f"size={size} is too small for {len(channels)} stride-2 convolutions")
   return (Encoder(latent_dim, tuple(channels)),
           Decoder(size, out_channels, tuple(channels)[::-1]),
-          Discriminator(tuple(disc_channels)))
+          Discriminator(channels=tuple(disc_channels)))
