@@ -13,15 +13,16 @@ import os
 from rsec import config as cfg_lib
 from rsec import io, reporting
 from rsec.data.sources import load_classification
-from rsec.training.classifier import train_classifier, validate_train_config
+from rsec.training.classifier import check_resumable, train_classifier, validate_train_config
 
 
 def run(config, workdir: str) -> dict:
   validate_train_config(config)
   io.prepare_workdir(workdir)
+  data = load_classification(config.data, config.seed)
+  check_resumable(config, data, workdir)
   if io.is_chief():
     io.write_text_atomic(os.path.join(workdir, "config.json"), cfg_lib.to_json(config))
-  data = load_classification(config.data, config.seed)
   if io.is_chief() and data.prototypes is not None:
     from rsec.data.fonts_dataset import save_sample_grid
     save_sample_grid(data.prototypes, os.path.join(workdir, "samples.png"),

@@ -18,20 +18,24 @@ from rsec.models.inpainter import Inpainter, PatchDiscriminator, composite
 
 def create_inpainter_state(key: jax.Array, size: int, channels=(16, 32, 64),
                            d_channels=(16, 32, 64), lr: float = 1e-3,
-                           d_lr: float = 1e-3) -> GanState:
+                           d_lr: float = 1e-3, coarse_iters: int = 0) -> GanState:
   """A fresh in-painter + PatchGAN state for size x size RGB images."""
   x, m = jnp.zeros((1, size, size, 3)), jnp.zeros((1, size, size, 1))
-  return create_gan_state(Inpainter(channels=tuple(channels)),
+  return create_gan_state(Inpainter(channels=tuple(channels), coarse_iters=coarse_iters),
                           PatchDiscriminator(channels=tuple(d_channels)), (x, m), (x,), key,
                           lr, d_lr)
 
 
 def make_inpaint_step(size: int, *, adv_weight: float = 0.01, valid_weight: float = 0.2,
-                      object_fraction: float = 0.5, dilation: int = 2) -> Callable:
+                      object_fraction: float = 0.5, dilation: int = 2,
+                      stuff_only: bool = True) -> Callable:
   """`step(state, batch, key) -> (state, metrics)` for the in-painter and its critic.
 
   Generator loss: L1 in the hole (mean over hole pixels) + `valid_weight` x L1 of the raw
   output outside it + `adv_weight` x non-saturating GAN loss on the composite.
+  stuff_only: the hole L1 counts only pixels whose target is stuff (no object in this
+  image there). Object-shaped holes often land on objects (objects stand in the same
+  places); learning to redraw them teaches the remover to put objects back.
   """
   checks.check_finite_scalar("adv_weight", adv_weight, low=0.0)
   checks.check_finite_scalar("valid_weight", valid_weight, low=0.0)
@@ -41,10 +45,14 @@ def make_inpaint_step(size: int, *, adv_weight: float = 0.01, valid_weight: floa
     m = masks_lib.training_holes(key, batch["masks"], batch["shown"], size,
                                  object_fraction, dilation)[..., None]
 
+    w = m
+    if stuff_only:
+      w = m * (1.0 - batch["masks"].any(1).astype(m.dtype))[..., None]
+
     def g_loss(gp):
       g = state.g_apply({"params": gp}, x, m)
       out = composite(x, m, g)
-      hole = (jnp.abs(g - x) * m).sum() / jnp.maximum(m.sum() * 3, 1)
+      hole = (jnp.abs(g - x) * w).sum() / jnp.maximum(w.sum() * 3, 1)
       valid = (jnp.abs(g - x) * (1 - m)).mean()
       adv = bce_logits(state.d_apply({"params": state.d_params}, out), 1.0)
       return hole + valid_weight * valid + adv_weight * adv, (out, hole, adv)

@@ -73,6 +73,24 @@ def checkpoint_meta(c: ml_collections.ConfigDict, num_classes: int,
           "image_shape": [int(d) for d in image_shape]}
 
 
+def check_resumable(c: ml_collections.ConfigDict, data: ClassificationData, workdir: str) -> None:
+  """ValueError if `workdir` holds checkpoints written for another model configuration.
+
+  Called before anything is written into the workdir, so a refused run changes nothing.
+  """
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return
+  ckpt = Checkpointer(directory, checkpoint_meta(c, data.num_classes,
+                                                 data.train["image"].shape[1:]))
+  try:
+    if ckpt.latest_step() is not None:
+      state = build_state(c, data.num_classes, data.train["image"].shape[1:], 1)
+      ckpt.check_compatible(state, ckpt.latest_step())
+  finally:
+    ckpt.close()
+
+
 def train_classifier(c: ml_collections.ConfigDict, data: ClassificationData, workdir: str,
                      *, progress: bool = True) -> tuple[TrainState, dict[str, Any]]:
   """Trains (or resumes) the classifier of config `c` on `data`; checkpoints in workdir.

@@ -9,7 +9,7 @@ import pytest
 from rsec.data import scene_rules as R
 from rsec.data import scenes
 
-N = 256
+N = 128
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,8 @@ def test_oracle_removal_is_exact(train):
 
 
 def test_context_is_predictive_in_context_not_ood(train):
-  big = scenes.scene_split("train", 2048, seed=1, size=32)
-  ood = scenes.scene_split("ood", 2048, seed=1, size=32)
+  big = scenes.scene_split("train", 1024, seed=1, size=16)
+  ood = scenes.scene_split("ood", 1024, seed=1, size=16)
   car, sign = R.THINGS.index("car"), R.THINGS.index("sign")
   lab = big["labels"]
   p_pair = lab[lab[:, car] > 0, sign].mean()

@@ -57,8 +57,10 @@ def test_workdir_of_another_model_is_refused(trained):
   workdir, _ = trained
   c = small_config()
   c.model.name = "mlp"
+  before = open(os.path.join(workdir, "config.json")).read()
   with pytest.raises(ValueError, match="model='paper_classifier'.*model='mlp'"):
     train_classifier.run(c, workdir)
+  assert open(os.path.join(workdir, "config.json")).read() == before  # nothing overwritten
 
 
 @pytest.mark.parametrize("field,value,match", [

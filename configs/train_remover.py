@@ -1,0 +1,58 @@
+"""Train the object remover (in-painter + weakly supervised mask generator) on SCENES.
+
+  python -m experiments.train_remover --config=configs/train_remover.py:quick --workdir=DIR
+
+Presets: `quick` (32x32 scenes, minutes on a 2-core CPU), `paper` (64x64, longer).
+"""
+import ml_collections
+
+
+def rules_config() -> ml_collections.ConfigDict:
+  """The context rules (rsec.data.scene_rules.ContextRules) as primitives."""
+  return ml_collections.ConfigDict(dict(
+      scene_types=("street", "indoor", "park"),
+      scene_probs=(0.4, 0.3, 0.3),
+      scene_things=(("car", "person", "sign"), ("chair", "table", "clock", "person"),
+                    ("tree", "dog", "person")),
+      ties=(("car", ("road",)), ("person", ("sidewalk", "floor")), ("sign", ("sidewalk",)),
+            ("tree", ("grass",)), ("dog", ("grass", "sidewalk")), ("chair", ("floor",)),
+            ("table", ("floor",)), ("clock", ("wall",))),
+      pairs=(("car", "sign", 0.9), ("chair", "table", 0.9), ("dog", "person", 0.9)),
+      second_object_prob=0.6,
+  ))
+
+
+def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.data = ml_collections.ConfigDict(dict(size=32, train_size=6000, test_size=512,
+                                          rules=rules_config()))
+  c.dilation = 1          # pixels added around GT masks (and generated ones) before filling
+  clf = lambda model: ml_collections.ConfigDict(dict(model=model, steps=400, batch_size=64,
+                                                     lr=3e-3))
+  c.classifier_mask = clf("paper_classifier")   # guides the mask generator
+  c.classifier_eval = clf("resnet")             # judges removals (independent)
+  c.inpainter = ml_collections.ConfigDict(dict(
+      channels=(16, 32, 32), d_channels=(16, 32, 64), steps=1000, batch_size=32, lr=2e-3,
+      d_lr=1e-3, adv_weight=0.01, valid_weight=0.2, object_fraction=0.5,
+      steps_per_call=20, checkpoint_every=500,
+      stuff_only=True,        # hole L1 only where the target is stuff (not an object)
+      coarse_iters=200,       # >0: predict a residual over a diffusion fill (coarse-to-fine)
+  ))
+  c.mask_generator = ml_collections.ConfigDict(dict(
+      channels=(16, 32, 32), d_channels=(16, 32, 64), steps=800, batch_size=32, lr=2e-3,
+      d_lr=1e-3, area_weight=1.0, keep_weight=1.0, adv_weight=0.01, smooth_weight=0.05,
+      steps_per_call=20, checkpoint_every=500))
+  c.progress = False
+  if preset == "quick":
+    pass
+  elif preset == "paper":
+    c.data.size, c.data.train_size, c.data.test_size = 64, 50_000, 2000
+    c.dilation = 2
+    for part in (c.classifier_mask, c.classifier_eval):
+      part.steps = 5000
+    c.inpainter.channels, c.inpainter.steps = (32, 64, 64), 20_000
+    c.mask_generator.channels, c.mask_generator.steps = (32, 64, 64), 10_000
+  else:
+    raise ValueError(f"unknown preset {preset!r}; expected 'quick' or 'paper'")
+  return c

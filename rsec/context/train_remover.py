@@ -1,0 +1,171 @@
+"""Training the whole remover on SCENES: classifiers, in-painter, mask generator, evaluation.
+
+Checkpoints (orbax, resumable) land in <workdir>/checkpoints/<part> and training logs in
+<workdir>/logs/<part>/ (metrics.jsonl + TensorBoard; one per part, because each part has
+its own step counter and a resumed part truncates its log), for the parts
+classifier_mask, classifier_eval, inpainter and mask_generator.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from rsec import config as cfg_lib
+from rsec.context import inpaint, maskgen, multilabel, remover_eval
+from rsec.context.gan import run_steps
+from rsec.data import scene_rules, scenes
+from rsec.training.checkpoint import Checkpointer
+from rsec.training.metrics import MetricWriter
+
+
+def validate_config(c: ml_collections.ConfigDict) -> None:
+  cfg_lib.check(c, "seed", type_=int, low=0)
+  cfg_lib.check(c, "data.size", type_=int, choices=(32, 64, 128))
+  for k in ("data.train_size", "data.test_size"):
+    cfg_lib.check(c, k, type_=int, low=64)
+  for part in ("classifier_mask", "classifier_eval", "inpainter", "mask_generator"):
+    cfg_lib.check(c, f"{part}.steps", type_=int, low=0)
+    cfg_lib.check(c, f"{part}.batch_size", type_=int, low=1)
+    cfg_lib.check(c, f"{part}.lr", type_=float, low=0.0, low_exclusive=True)
+  for k in ("inpainter.adv_weight", "mask_generator.adv_weight", "mask_generator.area_weight",
+            "mask_generator.keep_weight"):
+    cfg_lib.check(c, k, type_=float, low=0.0)
+  cfg_lib.check(c, "dilation", type_=int, low=0, high=8)
+  scene_rules.make_tables(scene_rules.rules_from_config(c.data.rules))
+
+
+def load_data(c) -> tuple[dict, dict]:
+  rules = scene_rules.rules_from_config(c.data.rules)
+  train = scenes.scene_split("train", c.data.train_size, c.seed, rules, c.data.size)
+  test = scenes.scene_split("test", c.data.test_size, c.seed, rules, c.data.size)
+  return train, test
+
+
+def _ckpt(workdir: str, name: str, c, **meta) -> Checkpointer:
+  return Checkpointer(os.path.join(workdir, "checkpoints", name),
+                      dict(part=name, size=c.data.size, **meta))
+
+
+@contextlib.contextmanager
+def _writer(workdir: str, part: str):
+  w = MetricWriter(os.path.join(workdir, "logs", part))
+  try:
+    yield w
+  finally:
+    w.close()
+
+
+def train_classifiers(c, train: dict, workdir: str) -> dict:
+  """Two independently trained multi-label classifiers: one guides the mask generator,
+  the other judges removals."""
+  out = {}
+  for i, part in enumerate(("classifier_mask", "classifier_eval")):
+    pc = c[part]
+    with _writer(workdir, part) as writer:
+      out[part] = multilabel.train_multilabel(
+          train["image"], train["labels"], model=pc.model, seed=c.seed * 10 + 7 * i + 1,
+          steps=pc.steps, batch_size=pc.batch_size, lr=pc.lr,
+          checkpointer=_ckpt(workdir, part, c, model=pc.model), writer=writer,
+          progress=c.progress, desc=part)
+  return out
+
+
+def train_inpainter(c, train: dict, workdir: str):
+  pc = c.inpainter
+  state = inpaint.create_inpainter_state(jax.random.key(c.seed + 100), c.data.size,
+                                         tuple(pc.channels), tuple(pc.d_channels), pc.lr, pc.d_lr,
+                                         pc.coarse_iters)
+  step = inpaint.make_inpaint_step(c.data.size, adv_weight=pc.adv_weight,
+                                   valid_weight=pc.valid_weight,
+                                   object_fraction=pc.object_fraction, dilation=c.dilation,
+                                   stuff_only=pc.stuff_only)
+  data = {k: train[k] for k in ("image", "masks", "shown")}
+  with _writer(workdir, "inpainter") as writer:
+    return run_steps(step, state, data, key=jax.random.key(c.seed + 101),
+                     batch_size=pc.batch_size, num_steps=pc.steps, seed=c.seed + 102,
+                   steps_per_call=pc.steps_per_call,
+                   checkpointer=_ckpt(workdir, "inpainter", c, channels=list(pc.channels)),
+                   checkpoint_every=pc.checkpoint_every, writer=writer, prefix="inpainter")
+
+
+def train_mask_generator(c, train: dict, inpainter, classifier, workdir: str):
+  pc = c.mask_generator
+  state = maskgen.create_maskgen_state(jax.random.key(c.seed + 200), c.data.size,
+                                       scene_rules.NUM_THINGS, tuple(pc.channels),
+                                       tuple(pc.d_channels), pc.lr, pc.d_lr)
+  g_params, g_apply = inpainter.g_params, inpainter.g_apply
+  inpaint_fn = lambda x, m: g_apply({"params": g_params}, x, m)
+  step = maskgen.make_maskgen_step(inpaint_fn, classifier.logits_fn(),
+                                   area_weight=pc.area_weight, keep_weight=pc.keep_weight,
+                                   adv_weight=pc.adv_weight, smooth_weight=pc.smooth_weight)
+  data = {"image": train["image"], "targets": train["labels"]}
+  with _writer(workdir, "mask_generator") as writer:
+    return run_steps(step, state, data, key=jax.random.key(c.seed + 201),
+                   batch_size=pc.batch_size, num_steps=pc.steps, seed=c.seed + 202,
+                   steps_per_call=pc.steps_per_call,
+                   checkpointer=_ckpt(workdir, "mask_generator", c,
+                                      channels=list(pc.channels)),
+                   checkpoint_every=pc.checkpoint_every,
+                   writer=writer, prefix="mask_generator")
+
+
+def train_remover(c, workdir: str) -> tuple[dict, dict, dict]:
+  """Trains everything (resuming from checkpoints) and evaluates on the in-context test.
+
+  Returns (results, models, examples).
+  """
+  validate_config(c)
+  times = {}
+  t0 = time.perf_counter()
+  train, test = load_data(c)
+  times["data_seconds"] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  clf = train_classifiers(c, train, workdir)
+  times["classifier_seconds"] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  inp, _ = train_inpainter(c, train, workdir)
+  times["inpainter_seconds"] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  mg = None
+  if c.mask_generator.steps > 0:
+    mg, _ = train_mask_generator(c, train, inp, clf["classifier_mask"], workdir)
+  times["mask_generator_seconds"] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  score = multilabel.scores_fn(clf["classifier_eval"])
+  res, examples = remover_eval.evaluate_remover(test, inp, mg, score, seed=c.seed,
+                                                dilation=c.dilation)
+  test_scores = multilabel.predict(score, test["image"])
+  res["classifier_eval_test_accuracy"] = float(((test_scores > 0.5) == (test["labels"] > 0))
+                                               .mean())
+  times["eval_seconds"] = time.perf_counter() - t0
+  res.update(times)
+  res["devices"] = jax.device_count()
+  return res, dict(inpainter=inp, mask_generator=mg, **clf), examples
+
+
+def save_examples(examples: dict, path: str) -> None:
+  """PNG: rows of original / GT-mask removal / generated-mask removal / oracle."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  cols = [k for k in ("image", "gt", "generated", "oracle") if k in examples]
+  n = len(examples["image"])
+  fig, axes = plt.subplots(n, len(cols), figsize=(1.6 * len(cols), 1.6 * n), squeeze=False)
+  names = {"image": "original", "gt": "GT mask", "generated": "generated", "oracle": "oracle"}
+  for i in range(n):
+    for j, k in enumerate(cols):
+      axes[i, j].imshow(np.clip(examples[k][i], 0, 1), interpolation="nearest")
+      axes[i, j].axis("off")
+      if i == 0:
+        axes[i, j].set_title(names[k], fontsize=8)
+    axes[i, 0].set_ylabel(scene_rules.THINGS[int(examples["target"][i])], fontsize=7)
+    axes[i, 0].text(1, 4, scene_rules.THINGS[int(examples["target"][i])], fontsize=6,
+                    color="white", backgroundcolor="black")
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)

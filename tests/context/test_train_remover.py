@@ -1,0 +1,55 @@
+"""The train_remover entry point: config validation (fast) and a tiny end-to-end run (slow)."""
+import json
+import os
+
+import pytest
+
+from configs.train_remover import get_config
+from experiments import train_remover
+from rsec.context.train_remover import validate_config
+
+
+def tiny_config():
+  c = get_config("quick")
+  c.data.train_size, c.data.test_size = 128, 64
+  for part in (c.classifier_mask, c.classifier_eval):
+    part.steps, part.batch_size = 10, 32
+  for part in (c.inpainter, c.mask_generator):
+    part.steps, part.batch_size, part.steps_per_call = 10, 16, 5
+    part.channels = part.d_channels = (8, 8, 8)
+  return c
+
+
+def test_config_validation():
+  validate_config(get_config("quick"))
+  validate_config(get_config("paper"))
+  c = get_config("quick")
+  c.data.rules.pairs = (("car", "sign", 1.5),)
+  with pytest.raises(ValueError, match="probability"):
+    validate_config(c)
+  c = get_config("quick")
+  c.data.rules.scene_things = (("car",), ("car",), ("tree",))
+  with pytest.raises(ValueError, match="cannot be satisfied"):
+    validate_config(c)
+  c = get_config("quick")
+  c.inpainter.steps = -1
+  with pytest.raises(ValueError, match="config.inpainter.steps"):
+    validate_config(c)
+  with pytest.raises(ValueError, match="preset"):
+    get_config("huge")
+
+
+@pytest.mark.slow
+def test_end_to_end_and_resume(tmp_path):
+  workdir = str(tmp_path / "run")
+  r = train_remover.run(tiny_config(), workdir)
+  for name in ("results.json", "report.md", "removals.png", "scenes.png", "config.json",
+               "logs/inpainter/metrics.jsonl", "logs/mask_generator/metrics.jsonl"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  for k in ("inpainter_psnr_hole", "baseline_psnr_hole", "removal_success", "false_removal",
+            "mask_iou"):
+    assert k in r
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["eval_images"] == r["eval_images"]
+  for part in ("classifier_mask", "classifier_eval", "inpainter", "mask_generator"):
+    assert os.listdir(os.path.join(workdir, "checkpoints", part))
