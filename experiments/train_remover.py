@@ -21,9 +21,7 @@ BARS = (("inpainter_gain_db", ">=", 3.0), ("removal_success", ">=", 0.8),
 
 def run(config, workdir: str) -> dict:
   validate_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  if not os.access(workdir, os.W_OK):
-    raise ValueError(f"--workdir {workdir!r} is not writable")
+  io.prepare_workdir(workdir)
   if io.is_chief():
     io.write_text_atomic(os.path.join(workdir, "config.json"), cfg_lib.to_json(config))
   results, _, examples = train_remover(config, workdir)

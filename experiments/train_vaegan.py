@@ -23,9 +23,7 @@ from rsec.manifold.vaegan_setup import train_vaegans, validate_vaegan_config
 
 def run(config, workdir: str) -> dict:
   validate_vaegan_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  if not os.access(workdir, os.W_OK):
-    raise ValueError(f"--workdir {workdir!r} is not writable")
+  io.prepare_workdir(workdir)
   if io.is_chief():
     io.write_text_atomic(os.path.join(workdir, "config.json"), cfg_lib.to_json(config))
   data = load_classification(config.data, config.seed)
