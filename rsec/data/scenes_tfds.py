@@ -8,7 +8,6 @@ panoptic (read from a local TFDS data_dir; nothing is downloaded).
 from __future__ import annotations
 
 import os
-import shutil
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -16,7 +15,8 @@ import tensorflow_datasets as tfds
 from rsec import checks
 from rsec.data import scene_rules as R
 from rsec.data import scenes
-from rsec.data.tfds_loader import LocalBuilder, dataset_version_dir, png_bytes, read_split
+from rsec.data.tfds_loader import (LocalBuilder, dataset_version_dir, png_bytes, read_split,
+                                   write_builder)
 
 COCO_THINGS = 80   # coco/2017_panoptic labels: 80 things, then 53 stuff classes
 
@@ -67,13 +67,7 @@ def build_scenes_tfds(data_dir: str, sizes: dict, seed: int = 0, size: int = 64,
                                      seed, rules, size) for name, n in sizes.items()}
   builder = ScenesBuilder(splits=splits, data_dir=os.fspath(data_dir),
                           file_format="array_record")
-  path = os.fspath(builder.data_path)
-  if os.path.exists(path):
-    if not overwrite:
-      raise ValueError(f"data_dir already holds scenes at {path}; pass overwrite=True")
-    shutil.rmtree(path)
-  builder.download_and_prepare()
-  return path
+  return write_builder(builder, "scenes", overwrite)
 
 
 def load_scenes_tfds(data_dir: str, split: str) -> dict:

@@ -119,6 +119,11 @@ def write_image_classification_tfds(data_dir: str, name: str, splits: dict,
                         dict(skip_registration=True), lambda ns: ns.update(name=name))
   builder = cls(splits={k: tuple(np.asarray(a) for a in v) for k, v in splits.items()},
                 class_names=class_names, data_dir=os.fspath(data_dir), file_format="array_record")
+  return write_builder(builder, name, overwrite)
+
+
+def write_builder(builder, name: str, overwrite: bool) -> str:
+  """Prepares `builder` into its data_dir; an existing copy is an error unless `overwrite`."""
   path = os.fspath(builder.data_path)
   if os.path.exists(path):
     if not overwrite:
