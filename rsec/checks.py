@@ -61,9 +61,10 @@ def check_shape(name: str, x: Any, shape: Sequence[int | None]) -> None:
 
 
 def check_float_array(name: str, x: Any) -> None:
-  """Checks `x` is an array with a floating dtype."""
+  """Checks `x` is an array with a floating dtype (bfloat16 included)."""
+  import jax.numpy as jnp
   dtype = getattr(x, "dtype", None)
-  if dtype is None or not np.issubdtype(np.dtype(dtype), np.floating):
+  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
     raise ValueError(f"{name} must be a floating-point array, got dtype {dtype}")
 
 
