@@ -11,12 +11,23 @@ import jax
 
 def write_text_atomic(path: str, text: str) -> None:
   """Writes `text` to `path` so readers see either the old file or the whole new one."""
+  _atomic(path, "w", lambda f: f.write(text))
+
+
+def save_npz_atomic(path: str, arrays: dict) -> None:
+  """np.savez of `arrays` to `path` (ending in .npz), atomically."""
+  import numpy as np
+  _atomic(path, "wb", lambda f: np.savez(f, **arrays))
+
+
+def _atomic(path: str, mode: str, write) -> None:
+  """Runs write(file) on a temp file beside `path`, fsyncs it and renames it onto `path`."""
   d = os.path.dirname(os.path.abspath(path))
   os.makedirs(d, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
   try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
+    with os.fdopen(fd, mode) as f:
+      write(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)

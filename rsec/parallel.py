@@ -77,3 +77,28 @@ def shard_local_batch(tree: Any, mesh: Mesh, axis: int = 0) -> Any:
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Places a pytree on every device of the mesh (parameters, optimizer state)."""
   return _put(tree, replicated(mesh))
+
+
+def map_batches(fn: Any, arrays: dict[str, np.ndarray], batch_size: int,
+                mesh: Mesh | None = None) -> dict[str, np.ndarray]:
+  """Runs `fn(batch) -> dict of per-row arrays [batch_size, ...]` over `arrays` in chunks.
+
+  Every chunk has exactly `batch_size` rows (the last one is padded with its final row and
+  the padding cut from the outputs), so a jitted `fn` compiles once. With a mesh, each
+  chunk is sharded along its rows. Returns the outputs concatenated on host, [N, ...].
+  """
+  n = len(next(iter(arrays.values())))
+  if n == 0:
+    raise ValueError("map_batches needs at least one row, got empty arrays")
+  if mesh is not None:
+    check_batch_divisible(batch_size, mesh)
+  outs: dict[str, list[np.ndarray]] = {}
+  for start in range(0, n, batch_size):
+    keep = min(batch_size, n - start)
+    rows = np.minimum(np.arange(start, start + batch_size), n - 1)
+    batch = {k: np.asarray(v)[rows] for k, v in arrays.items()}
+    if mesh is not None:
+      batch = shard_batch(batch, mesh)
+    for k, v in fn(batch).items():
+      outs.setdefault(k, []).append(np.asarray(v)[:keep])
+  return {k: np.concatenate(v) for k, v in outs.items()}

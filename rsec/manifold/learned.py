@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from rsec import config as cfg_lib
+from rsec import io
 from rsec.manifold.vaegan_training import VAEGANState
 
 TRAIN_COMMAND = ("python -m experiments.train_vaegan --config=configs/train_vaegan.py:quick "
@@ -151,7 +152,7 @@ def restore_vaegan(workdir: str, latent_dim: int | None = None,
 def save_latent_box(workdir: str, low: np.ndarray, high: np.ndarray) -> str:
   """Writes the per-class box of encoded training latents next to the checkpoints."""
   path = os.path.join(workdir, "latent_box.npz")
-  np.savez(path, low=low, high=high)
+  io.save_npz_atomic(path, {"low": low, "high": high})
   return path
 
 

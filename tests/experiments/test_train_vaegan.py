@@ -5,25 +5,14 @@ import os
 import numpy as np
 import pytest
 
-from configs.train_vaegan import get_config
 from experiments import train_vaegan
 from rsec.manifold import learned
-
-
-def tiny_config():
-  c = get_config("quick")
-  c.data.train_size, c.data.test_size = 200, 40
-  c.model.latent_dim, c.model.channels, c.model.disc_channels = 3, (4, 4, 4), (4, 4, 4)
-  c.training.batch_size, c.training.epochs, c.training.steps_per_call = 4, 1, 5
-  c.eval.batch_size, c.eval.num_images = 20, 2
-  c.progress = False
-  return c
+from tests.experiments.conftest import tiny_vaegan_config as tiny_config
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("train_vaegan"))
-  return workdir, train_vaegan.run(tiny_config(), workdir)
+def trained(tiny_vaegan):
+  return tiny_vaegan
 
 
 def test_writes_everything_and_resumes(trained):
