@@ -169,3 +169,44 @@ def save_examples(examples: dict, path: str) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=90)
   plt.close(fig)
+
+
+TRAIN_COMMAND = ("python -m experiments.train_remover --config=configs/train_remover.py:quick "
+                 "--workdir={}")
+
+
+def load_remover(workdir: str) -> tuple[dict, ml_collections.ConfigDict]:
+  """The in-painter and mask generator that `experiments.train_remover` left in `workdir`:
+  ({'inpainter': GanState, 'mask_generator': GanState | None}, its config).
+
+  ValueError naming the command that makes them when they are missing.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not workdir or not os.path.exists(path):
+    raise ValueError(f"no remover in {workdir!r} (missing config.json); train one with "
+                     f"`{TRAIN_COMMAND.format(workdir or 'DIR')}`")
+  with open(path) as f:
+    c = cfg_lib.from_json(f.read())
+  parts = {
+      "inpainter": lambda: inpaint.create_inpainter_state(
+          jax.random.key(0), c.data.size, tuple(c.inpainter.channels),
+          tuple(c.inpainter.d_channels), c.inpainter.lr, c.inpainter.d_lr,
+          c.inpainter.coarse_iters),
+      "mask_generator": lambda: maskgen.create_maskgen_state(
+          jax.random.key(0), c.data.size, scene_rules.NUM_THINGS,
+          tuple(c.mask_generator.channels), tuple(c.mask_generator.d_channels),
+          c.mask_generator.lr, c.mask_generator.d_lr)}
+  out = {}
+  for name, make in parts.items():
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name), {})
+    try:
+      if ckpt.latest_step() is None:
+        if name == "mask_generator" and c.mask_generator.steps == 0:
+          out[name] = None
+          continue
+        raise ValueError(f"no {name} checkpoint in {workdir}/checkpoints; train the remover "
+                         f"with `{TRAIN_COMMAND.format(workdir)}`")
+      out[name] = ckpt.restore(make())
+    finally:
+      ckpt.close()
+  return out, c

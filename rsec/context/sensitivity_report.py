@@ -1,0 +1,154 @@
+"""report.md and figures of the context-sensitivity experiment."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from rsec import io, reporting
+from rsec.context import sensitivity as S
+from rsec.data import scene_rules as R
+
+DEFINITIONS = """\
+Definitions (per class c; "context" = the things the context rules pair with c):
+- object case: the image with every c removed and its context kept ("context only");
+  context case: the image with c's context removed and c kept ("object only").
+- **violation rate**: over images with both cases, the share where c scores at least as
+  high with only its context as with only the object (a classifier that looks at the
+  object scores 0). `mean` averages the classes that have a context rule.
+- **flip rate**: over context cases where c was detected (score >= 0.5), the share where
+  removing the context drops c below 0.5.
+- **S(object without context)** / **S(context without object)**: mean score of c in its
+  context cases / object cases.
+- **bias(b|z)** (Singh et al. 2020, on counterfactual pairs): mean score of b on images
+  with b and z, divided by its mean score once z is removed (1 = no reliance on z).
+- **artifact control** (in-painter sources): mean |score change| of the classes not
+  removed when a region of the same shape moved onto stuff is filled, beside the same for
+  real object removals; the oracle removes exactly and needs no control."""
+
+
+def _plt():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def plot_score_change(results: dict, source: str, path: str) -> None:
+  plt = _plt()
+  models = list(results["score_change"])
+  fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 4), squeeze=False)
+  for ax, name in zip(axes[0], models):
+    m = np.asarray(results["score_change"][name][source], np.float64)
+    im = ax.imshow(m, cmap="RdBu", vmin=-1, vmax=1)
+    ax.set_xticks(range(R.NUM_THINGS), R.THINGS, rotation=60, fontsize=7)
+    ax.set_yticks(range(R.NUM_THINGS), R.THINGS, fontsize=7)
+    ax.set_xlabel("class scored")
+    ax.set_ylabel("class removed")
+    ax.set_title(f"{name}: mean score change ({source})", fontsize=8)
+  fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+  fig.savefig(path, dpi=100, bbox_inches="tight")
+  plt.close(fig)
+
+
+def plot_violation(results: dict, source: str, path: str) -> None:
+  plt = _plt()
+  models = list(results["violation_rate"])
+  names = [n for n in results["violation_rate"][models[0]][source] if n != "mean"]
+  fig, ax = plt.subplots(figsize=(5.5, 3.2))
+  w = 0.8 / len(models)
+  for j, name in enumerate(models):
+    v = [results["violation_rate"][name][source][n] for n in names]
+    ax.bar(np.arange(len(names)) + j * w, v, w, label=name)
+  ax.set_xticks(np.arange(len(names)) + w * (len(models) - 1) / 2, names, fontsize=8)
+  ax.set_ylabel(f"violation rate ({source})")
+  ax.set_ylim(0, 1)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def plot_removals(test: dict, edited: dict, path: str, n: int = 6) -> None:
+  """Per source: the first n object cases and context cases beside the originals."""
+  plt = _plt()
+  rows = []
+  for source, (cases, images) in edited.items():
+    for kind, label in ((S.OBJECT, "object removed"), (S.CONTEXT, "context removed")):
+      idx = np.flatnonzero(cases["kind"] == kind)[:n]
+      if len(idx):
+        rows.append((f"{source}: {label}", images[idx], cases["img"][idx], cases["cls"][idx]))
+  if not rows:
+    return
+  fig, axes = plt.subplots(2 * len(rows), n, figsize=(1.3 * n, 2.7 * len(rows)),
+                           squeeze=False)
+  for r, (title, imgs, img_idx, cls) in enumerate(rows):
+    for j in range(n):
+      for k, im in enumerate((test["image"][img_idx[j]] if j < len(imgs) else None,
+                              imgs[j] if j < len(imgs) else None)):
+        ax = axes[2 * r + k, j]
+        ax.axis("off")
+        if im is not None:
+          ax.imshow(np.clip(im, 0, 1), interpolation="nearest")
+          if k == 0:
+            ax.set_title(R.THINGS[cls[j]], fontsize=6)
+    axes[2 * r + 1, 0].text(-2, -2, title, fontsize=6)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
+def _f(v) -> str:
+  return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def write(workdir: str, c, results: dict, test: dict, edited: dict) -> None:
+  j = lambda name: os.path.join(workdir, name)  # noqa: E731
+  main = c.sources[0]
+  plot_score_change(results, main, j("score_change.png"))
+  plot_violation(results, main, j("violation_rate.png"))
+  plot_removals(test, edited, j("removals.png"))
+  models = list(results["map_in_context"])
+  summary = [(name, _f(results["map_in_context"][name]), _f(results["map_out_of_context"][name]),
+              *(_f(results["violation_rate"][name][s]["mean"]) for s in c.sources),
+              *(_f(results["flip_rate"][name][s]["mean"]) for s in c.sources))
+             for name in models]
+  header = (["model", "mAP in context", "mAP out of context"]
+            + [f"violation ({s})" for s in c.sources] + [f"flip ({s})" for s in c.sources])
+  per_class = []
+  for cls in [n for n in results["violation_rate"][models[0]][main] if n != "mean"]:
+    per_class.append((cls, *(_f(results[k][m][main][cls]) for m in models
+                             for k in ("violation_rate", "flip_rate",
+                                       "s_object_without_context",
+                                       "s_context_without_object"))))
+  pc_header = ["class"] + [f"{m} {k}" for m in models
+                           for k in ("violation", "flip", "S(obj w/o ctx)", "S(ctx w/o obj)")]
+  bias = [(p, *(_f(results["bias"][m][main].get(p, float("nan"))) for m in models))
+          for p in results["bias"][models[0]][main]]
+  art = [(m, s, _f(d["control_change"]), _f(d["object_removal_change"]))
+         for m, per in results["artifact_control"].items() for s, d in per.items()]
+  v_reg = results["violation_rate"]["regular"][main]["mean"]
+  v_aug = results["violation_rate"]["augmented"][main]["mean"]
+  verdict = (f"Augmentation ({c.augment.source} removals on {results['augmented_examples']} "
+             f"extra images) moves the mean violation rate ({main}) from {v_reg:.3f} to "
+             f"{v_aug:.3f} ({'cut by at least half' if v_aug <= v_reg / 2 else 'NOT cut by half'}),"
+             f" out-of-context mAP from {results['map_out_of_context']['regular']:.3f} to "
+             f"{results['map_out_of_context']['augmented']:.3f} and in-context mAP from "
+             f"{results['map_in_context']['regular']:.3f} to "
+             f"{results['map_in_context']['augmented']:.3f}.")
+  text = "\n".join([
+      f"# Context sensitivity on SCENES {c.data.size}x{c.data.size}", "",
+      f"Classifiers: {c.classifier.model}, {c.classifier.steps} steps; test: "
+      f"{c.data.test_size} in-context and {c.data.ood_size} out-of-context scenes; removal "
+      f"sources {', '.join(c.sources)} ({results['cases']} cases).", "", verdict, "",
+      reporting.markdown_table(header, summary), "", DEFINITIONS, "",
+      f"## Per class ({main})", "", reporting.markdown_table(pc_header, per_class), "",
+      "![violation rate](violation_rate.png)", "",
+      f"## Bias on counterfactual pairs ({main})", "",
+      reporting.markdown_table(["b|z"] + models, bias), "",
+      "## Artifact control", "",
+      (reporting.markdown_table(["model", "source", "control change", "object-removal change"],
+                                art) if art else "Only oracle removals: nothing to control."),
+      "", "![score change](score_change.png)", "", "![removals](removals.png)", "",
+      "Segmentation (UperNet-like model, pixel flip rate) is not implemented yet.", ""])
+  io.write_text_atomic(j("report.md"), text)

@@ -1,0 +1,62 @@
+"""The context_sensitivity entry point on tiny SCENES, and its bad input."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs.context_sensitivity import get_config
+from experiments import context_sensitivity as cs
+
+
+def tiny_config():
+  c = get_config("quick")
+  c.data.update(train_size=256, test_size=32, ood_size=32)
+  c.classifier.update(model="mlp", steps=10, batch_size=32)
+  c.eval_batch_size = 64
+  c.progress = False
+  return c
+
+
+@pytest.mark.slow
+def test_end_to_end_and_resume(tmp_path):
+  workdir = str(tmp_path / "cs")
+  r = cs.run(tiny_config(), workdir)
+  for name in ("config.json", "results.json", "report.md", "score_change.png",
+               "violation_rate.png", "removals.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+  saved = json.load(open(os.path.join(workdir, "results.json")))
+  for model in ("regular", "augmented"):
+    assert 0 <= saved["map_in_context"][model] <= 1
+    assert 0 <= saved["map_out_of_context"][model] <= 1
+    v = saved["violation_rate"][model]["oracle"]
+    assert set(v) == {"car", "sign", "chair", "table", "dog", "person", "mean"}
+    assert all(np.isnan(x) or 0 <= x <= 1 for x in v.values())
+    assert len(saved["score_change"][model]["oracle"]) == 8
+  assert saved["augmented_examples"] > 0
+  assert saved["cases"]["oracle"]["object"] > saved["cases"]["oracle"]["context"] > 0
+  assert "violation rate" in open(os.path.join(workdir, "report.md")).read()
+  # A rerun resumes both classifiers from their checkpoints: the same numbers.
+  again = cs.run(tiny_config(), workdir)
+  assert again["map_in_context"] == r["map_in_context"]
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda c: setattr(c, "sources", ("oracle", "gt")), "experiments.train_remover"),
+    (lambda c: setattr(c.augment, "source", "generated"), "experiments.train_remover"),
+    (lambda c: (setattr(c, "sources", ("gt",)), setattr(c, "remover_workdir", "/nope")),
+     "experiments.train_remover"),
+    (lambda c: setattr(c, "sources", ("photoshop",)), "photoshop"),
+    (lambda c: setattr(c, "sources", ()), "config.sources"),
+    (lambda c: setattr(c.data, "test_size", 0), "config.data.test_size"),
+    (lambda c: setattr(c.augment, "fraction", 1.5), "config.augment.fraction"),
+    (lambda c: setattr(c, "context_classes", ("car", "clock")), "without a context rule"),
+    (lambda c: setattr(c, "context_classes", ("spaceship",)), "spaceship"),
+])
+def test_bad_input_fails_before_any_work(tmp_path, change, match):
+  c = tiny_config()
+  change(c)
+  workdir = str(tmp_path / "cs")
+  with pytest.raises(ValueError, match=match):
+    cs.run(c, workdir)
+  assert not os.path.exists(workdir)
