@@ -49,6 +49,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
       num=100,                   # successful adversarial examples per kind
       steps=200, restarts=20,    # projection (true manifold; learned gets restarts // 2)
       pca_components=40, pca_neighbours=50, pca_train=10_000,
+      all_fonts=100,             # examples also projected over every font of their class
       model_train_size=0,        # the normal model studied (0: the largest N)
   ))
   c.vaegan_workdir = ""
@@ -76,6 +77,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.distances.num = 48
     c.distances.steps = 100
     c.distances.restarts = 8
+    c.distances.all_fonts = 8
     c.distances.pca_train = 8_000
   elif preset == "paper":
     pass

@@ -88,6 +88,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for k in ("num", "steps", "restarts", "pca_components", "pca_neighbours", "pca_train"):
     cfg_lib.check(c, f"distances.{k}", type_=int, low=1)
   cfg_lib.check(c, "distances.model_train_size", type_=int, low=0)
+  cfg_lib.check(c, "distances.all_fonts", type_=int, low=0)
   if c.distances.model_train_size and c.distances.model_train_size not in c.train_sizes:
     raise ValueError(f"config.distances.model_train_size={c.distances.model_train_size} "
                      f"is not in config.train_sizes {tuple(c.train_sizes)}")
@@ -198,7 +199,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       "rows": rows,
       "claims": claims_lib.compute_claims(rows, study),
       "study": {"model": os.path.basename(study_dir),
-                **{k: {m: float(np.median(v)) for m, v in d.items()}
+                **{k: {m: float(np.nanmedian(v)) for m, v in d.items()}
                    for k, d in study.items()}},
   }
   if io.is_chief():
@@ -221,7 +222,7 @@ def _distance_study(c, study_dir, data, manifolds, attack, key):
     pca = PCANeighbours(data.train["image"][:d.pca_train], d.pca_components, d.pca_neighbours)
     study = evaluation.distance_study(jax.random.fold_in(key, 10**6 + 1), test, examples,
                                       manifolds, pca=pca, num=d.num, steps=d.steps,
-                                      restarts=d.restarts)
+                                      restarts=d.restarts, all_fonts=d.all_fonts)
     flat = {f"study/{k}/{m}": v for k, dd in study.items() for m, v in dd.items()}
     flat.update({f"examples/{k}/{m}": v[:8] for k, dd in examples.items()
                  for m, v in dd.items() if m in ("x_adv", "success")})

@@ -147,12 +147,15 @@ def make_attack_suite(logits_fn: Callable, manifolds: Manifolds,
 def distance_study(key: jax.Array, test: dict[str, np.ndarray],
                    per_example: dict[str, dict[str, np.ndarray]], manifolds: Manifolds, *,
                    pca: distances.PCANeighbours | None = None, num: int = 64,
-                   steps: int = 200, restarts: int = 20) -> dict[str, dict[str, np.ndarray]]:
+                   steps: int = 200, restarts: int = 20, all_fonts: int = 0
+                   ) -> dict[str, dict[str, np.ndarray]]:
   """Distances of successful adversarial examples to the manifolds (claim 1).
 
   For each attack kind, the first `num` successful examples x_tilde of clean images x:
     perturbation   ||x_tilde - x||_2
     true           distance to FONTS (font and character fixed, over theta)
+    true_all_fonts the same minimised over every font of the class, for the first
+                   `all_fonts` examples (NaN for the others; F times the cost)
     learned        distance to the class decoder's image (when a VAE-GAN is given)
     local          NN+PCA residual (when `pca` is given)
     ratio_true     true / perturbation: 0 = stays on the manifold, 1 = leaves orthogonally
@@ -176,6 +179,13 @@ def distance_study(key: jax.Array, test: dict[str, np.ndarray],
          "ratio_true": np.asarray(d_true) / np.maximum(pert, 1e-12),
          "orthogonal": np.asarray(distances.tangent_fraction(protos, font, char, theta,
                                                              jnp.asarray(x_adv - x)))}
+    if all_fonts:
+      m = min(all_fonts, len(idx))
+      _, _, d_all = distances.project_true_all_fonts(
+          jax.random.fold_in(k, 2), jnp.asarray(x_adv[:m]), jnp.asarray(char[:m]), protos,
+          manifolds.theta_low, manifolds.theta_high, steps=steps, restarts=restarts)
+      r["true_all_fonts"] = np.concatenate([np.asarray(d_all),
+                                            np.full(len(idx) - m, np.nan, np.float32)])
     if manifolds.decode is not None:
       z_start = manifolds.encode(jnp.asarray(x_adv), jnp.asarray(char))
       _, _, d_learned = distances.project_learned(

@@ -13,7 +13,7 @@ def tiny_config():
   c = get_config("quick")
   c.data.train_size, c.data.test_size = 128, 64
   for part in (c.classifier_mask, c.classifier_eval):
-    part.steps, part.batch_size = 10, 32
+    part.steps, part.batch_size, part.model = 10, 32, "mlp"  # compilation dominates
   for part in (c.inpainter, c.mask_generator):
     part.steps, part.batch_size, part.steps_per_call = 10, 16, 5
     part.channels = part.d_channels = (8, 8, 8)

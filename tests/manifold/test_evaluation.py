@@ -140,13 +140,16 @@ def test_distance_study_separates_regular_from_on_manifold(prototypes):
   _, ex = _suite(prototypes, protocol, kinds=("regular", "true"))(
       v, jax.random.key(0), test, batch_size=8)
   study = evaluation.distance_study(jax.random.key(1), test, ex, _manifolds(prototypes),
-                                    num=4, steps=10, restarts=2)
+                                    num=4, steps=10, restarts=2, all_fonts=2)
   for kind, d in study.items():
     n = min(4, int(ex[kind]["success"].sum()))
     for name in ("perturbation", "true", "ratio_true", "orthogonal", "learned"):
       assert d[name].shape == (n,) and np.all(np.isfinite(d[name])), (kind, name)
       assert np.all(d[name] >= 0)
     assert np.all(d["orthogonal"] <= 1 + 1e-5)
+    all_fonts = d["true_all_fonts"]  # projected over every font for the first 2 only
+    assert all_fonts.shape == (n,) and np.all(all_fonts[:2] >= 0)
+    assert np.isnan(all_fonts[2:]).all()
   assert "regular" in study and "true" in study
   # A pixel perturbation is mostly orthogonal to the generator's tangent space (6 of 256
   # dimensions); a small step along the generator lies mostly in it.
