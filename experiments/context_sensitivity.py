@@ -96,6 +96,7 @@ def _train(c, name: str, images, labels, workdir: str):
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   validate(c)
   remover = _remover(c)  # before anything is written
+  cfg_lib.check_same_run(workdir, c)  # the classifiers resume from their checkpoints
   rules = R.rules_from_config(c.data.rules)
   ctx = S.context_table(rules)
   io.prepare_workdir(workdir)

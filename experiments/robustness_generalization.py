@@ -161,6 +161,8 @@ def _attack_suites(c, num_classes: int, manifolds: evaluation.Manifolds):
 
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   validate(c)
+  # Finished cells and the study are reused on a rerun; they must come from this config.
+  cfg_lib.check_same_run(workdir, c)
   io.prepare_workdir(workdir)
   if io.is_chief():
     io.write_text_atomic(os.path.join(workdir, "config.json"), cfg_lib.to_json(c))

@@ -7,6 +7,7 @@ names the full key (e.g. `config.training.batch_size`) in its `ValueError`.
 from __future__ import annotations
 
 import json
+import os
 import math
 import sys
 from typing import Any, Callable, Iterable
@@ -54,6 +55,39 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 def from_json(text: str) -> ml_collections.ConfigDict:
   """Inverse of `to_json` (tuples come back as tuples where the JSON holds lists)."""
   return ml_collections.ConfigDict(_tuples(json.loads(text)))
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+  """Dotted keys whose values differ between two nested dicts (or ConfigDicts)."""
+  old = old.to_dict() if isinstance(old, ml_collections.ConfigDict) else old
+  new = new.to_dict() if isinstance(new, ml_collections.ConfigDict) else new
+  if not (isinstance(old, dict) and isinstance(new, dict)):
+    return [] if _tuples(old) == _tuples(new) else [prefix.rstrip(".") or "<root>"]
+  out = []
+  for k in sorted(set(old) | set(new)):
+    if k not in old or k not in new:
+      out.append(prefix + k)
+    else:
+      out += changed_keys(old[k], new[k], prefix + k + ".")
+  return out
+
+
+def check_same_run(workdir: str, config: ml_collections.ConfigDict,
+                   ignore: tuple[str, ...] = ("progress",)) -> None:
+  """ValueError if `workdir` holds a run whose config.json differs from `config` (outside
+  the `ignore` prefixes): a rerun resumes finished work, which must not come from another
+  configuration. Called before anything is written."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  diff = [k for k in changed_keys(old, json.loads(to_json(config)))
+          if not any(k == p or k.startswith(p + ".") for p in ignore)]
+  if diff:
+    raise ValueError(f"--workdir {workdir!r} holds a run with another config (changed: "
+                     f"{', '.join(diff[:8])}{', ...' if len(diff) > 8 else ''}); resume it "
+                     f"with its own config or use a new workdir")
 
 
 def _tuples(o):

@@ -191,7 +191,8 @@ def write(workdir: str, c, rows: Sequence[dict], results: dict, study: dict, exa
       f"## Distances to the manifolds ({st['model']})", "",
       "Medians over successful adversarial examples; x~ adversarial, x the clean test image "
       "(which lies on the true manifold). true: projection over theta (font, character "
-      "fixed); any font: the same minimised over the class's fonts; learned: over z of the "
+      "fixed); any font: the same minimised over the class's fonts (first "
+      f"{c.distances.all_fonts} examples only); learned: over z of the "
       "class decoder; local: NN+PCA residual.", "",
       reporting.markdown_table(["kind", "||x~ - x||", "to true", "to true (any font)",
                                 "to learned", "local", "ratio (true)", "orthogonal share"],

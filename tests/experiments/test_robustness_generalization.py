@@ -92,3 +92,14 @@ def test_bad_input_fails_before_any_training(tiny_vaegan, tmp_path, change, matc
   with pytest.raises(ValueError, match=match):
     rg.run(c, workdir)
   assert not os.path.exists(workdir)  # nothing written
+
+
+@pytest.mark.slow
+def test_rerun_with_another_config_is_refused(ran, tiny_vaegan):
+  workdir, _ = ran
+  c = tiny_config(tiny_vaegan[0])
+  c.training.steps = 6
+  before = open(os.path.join(workdir, "config.json")).read()
+  with pytest.raises(ValueError, match="training.steps"):
+    rg.run(c, workdir)
+  assert open(os.path.join(workdir, "config.json")).read() == before
