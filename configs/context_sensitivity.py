@@ -9,7 +9,7 @@ how the scores move. Sources: 'oracle' (exact re-rendering), 'gt' (ground-truth 
 in-painter) and 'generated' (mask generator + in-painter); the last two need a remover
 from `experiments.train_remover` in `remover_workdir`.
 
-Presets: `quick` (32x32 scenes, 1.5 minutes on a 2-core CPU), `paper` (64x64, longer).
+Presets: `quick` (32x32 scenes, about 6 minutes on a 2-core CPU), `paper` (64x64, longer).
 """
 import ml_collections
 
@@ -23,6 +23,8 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
                                           ood_size=512, rules=rules_config()))
   c.classifier = ml_collections.ConfigDict(dict(model="paper_classifier", steps=3000,
                                                 batch_size=64, lr=3e-3))
+  c.segmentation = ml_collections.ConfigDict(dict(
+      steps=1500, batch_size=32, lr=3e-3, width=32))   # steps=0: classification only
   c.augment = ml_collections.ConfigDict(dict(
       fraction=0.5,            # share of training images that get one removal added
       source="oracle"))        # removal source of the augmentation
@@ -37,6 +39,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   elif preset == "paper":
     c.data.size, c.data.train_size, c.data.test_size, c.data.ood_size = 64, 50_000, 2000, 2000
     c.classifier.steps = 20_000
+    c.segmentation.steps, c.segmentation.width = 20_000, 64
     c.dilation = 2
   else:
     raise ValueError(f"unknown preset {preset!r}; expected 'quick' or 'paper'")

@@ -33,6 +33,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
   cfg_lib.check(c, "classifier.steps", type_=int, low=1)
   cfg_lib.check(c, "classifier.batch_size", type_=int, low=1)
   cfg_lib.check(c, "classifier.lr", type_=float, low=0, low_exclusive=True)
+  cfg_lib.check(c, "segmentation.steps", type_=int, low=0)
+  cfg_lib.check(c, "segmentation.batch_size", type_=int, low=1)
+  cfg_lib.check(c, "segmentation.lr", type_=float, low=0, low_exclusive=True)
+  cfg_lib.check(c, "segmentation.width", type_=int, low=2)
   cfg_lib.check(c, "augment.fraction", type_=float, low=0, high=1, low_exclusive=True)
   cfg_lib.check(c, "augment.source", type_=str, choices=S.SOURCES)
   cfg_lib.check(c, "dilation", type_=int, low=0, high=8)
@@ -136,6 +140,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
         results[key].setdefault(name, {})[source] = m[key]
       if "artifact" in m:
         results["artifact_control"].setdefault(name, {})[source] = m["artifact"]
+  if c.segmentation.steps:
+    results["segmentation"] = _segmentation(c, workdir, train, test, ood, aug, edited)
   results["augmented_examples"] = int(len(aug["labels"]))
   results["cases"] = {s: {"object": int((cs["kind"] == S.OBJECT).sum()),
                           "context": int((cs["kind"] == S.CONTEXT).sum())}
@@ -145,6 +151,44 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
     from rsec.context import sensitivity_report
     sensitivity_report.write(workdir, c, results, test, edited)
   return results
+
+
+def _segmentation(c, workdir, train, test, ood, aug, edited) -> dict:
+  """Regular and removal-augmented segmenters: mIoU in and out of context, and the pixel
+  flip rate / revealed-region mIoU of every object removal, per removal source."""
+  from rsec.context import segmentation as seg
+  sc = c.segmentation
+  data = {"regular": (train["image"], train["semantic"]),
+          "augmented": (np.concatenate([train["image"], aug["image"]]),
+                        np.concatenate([train["semantic"], aug["semantic"]]))}
+  out = {}
+  for i, (name, (x, y)) in enumerate(data.items()):
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints", f"segmenter_{name}"),
+                        {"part": f"segmenter_{name}"})
+    try:
+      state = seg.train_segmenter(x, y, seed=c.seed * 10 + 5 + i, steps=sc.steps,
+                                  batch_size=sc.batch_size, lr=sc.lr, width=sc.width,
+                                  checkpointer=ckpt, progress=c.progress,
+                                  desc=f"segmenter {name}")
+    finally:
+      ckpt.close()
+    pred = seg.predict(state, test["image"], c.eval_batch_size)
+    r = {"miou_in_context": seg.miou(pred, test["semantic"]),
+         "miou_out_of_context": seg.miou(seg.predict(state, ood["image"], c.eval_batch_size),
+                                         ood["semantic"]),
+         "pixel_flip_rate": {}, "revealed_miou": {}}
+    for source, (cases, images) in edited.items():
+      obj = np.flatnonzero(cases["kind"] == S.OBJECT)
+      sub = {k: v[obj] for k, v in cases.items()}
+      oracle = S.oracle_scenes(test, sub)
+      effects = seg.removal_effects(pred[sub["img"]],
+                                    seg.predict(state, images[obj], c.eval_batch_size),
+                                    oracle["removed"], test["semantic"][sub["img"]],
+                                    oracle["semantic"], dilation=max(c.dilation, 1))
+      r["pixel_flip_rate"][source] = effects["pixel_flip_rate"]
+      r["revealed_miou"][source] = effects["revealed_miou"]
+    out[name] = r
+  return out
 
 
 if __name__ == "__main__":

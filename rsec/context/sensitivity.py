@@ -148,6 +148,21 @@ def apply_removals(data: dict, cases: dict, source: str, *, remover: dict | None
   return np.concatenate(out)
 
 
+def oracle_scenes(data: dict, cases: dict, batch_size: int = 128) -> dict[str, np.ndarray]:
+  """What the oracle knows about each case's removal: 'semantic' [M, H, W] labels of the
+  scene without the removed objects, and 'removed' [M, H, W] bool, every pixel the
+  removed objects covered (amodal masks: the only pixels removal changes)."""
+  size = data["image"].shape[1]
+  sem, rem = [], []
+  for s in range(0, len(cases["img"]), batch_size):
+    idx, remove = cases["img"][s:s + batch_size], cases["remove"][s:s + batch_size]
+    layout = _rows(data["layout"], idx)
+    slots = _slot_remove(layout, remove)
+    sem.append(np.asarray(scenes.oracle_removal(layout, jnp.asarray(slots), size)["semantic"]))
+    rem.append((np.asarray(data["amodal"][idx]) & slots[:, :, None, None]).any(1))
+  return {"semantic": np.concatenate(sem), "removed": np.concatenate(rem)}
+
+
 def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
   """AP of one class: mean precision at each positive, ranked by score (NaN: no positive)."""
   positive = np.asarray(positive, bool)
@@ -241,7 +256,9 @@ def removal_augment(data: dict, ctx: np.ndarray, seed: int, fraction: float, *,
   context in the image), and zero the removed classes' targets.
 
   Returns the new examples {'image' [M, H, W, 3], 'labels' [M, K], 'index' [M] (the
-  training image each was made from)} to add to the data.
+  training image each was made from), 'semantic' [M, H, W] (the oracle's labels of the
+  edited scene; for in-painter sources, what the removal should have produced)} to add
+  to the data.
   """
   if not 0 < fraction <= 1:
     raise ValueError(f"fraction must be in (0, 1], got {fraction}")
@@ -259,4 +276,4 @@ def removal_augment(data: dict, ctx: np.ndarray, seed: int, fraction: float, *,
            "kind": np.full(len(rows), OBJECT, np.int32), "remove": remove}
   images = apply_removals(data, cases, source, remover=remover, dilation=dilation)
   return {"image": images, "labels": np.where(remove, 0.0, labels[rows]).astype(np.float32),
-          "index": rows}
+          "index": rows, "semantic": oracle_scenes(data, cases)["semantic"]}

@@ -102,6 +102,28 @@ def _f(v) -> str:
   return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _segmentation_section(results: dict, sources) -> list[str]:
+  seg = results.get("segmentation")
+  if not seg:
+    return ["Segmentation was not run (config.segmentation.steps = 0)."]
+  rows = [(m, _f(r["miou_in_context"]), _f(r["miou_out_of_context"]),
+           *(_f(r["pixel_flip_rate"][s]["all"]) for s in sources),
+           *(_f(r["revealed_miou"][s]) for s in sources)) for m, r in seg.items()]
+  header = (["model", "mIoU in context", "mIoU out of context"]
+            + [f"pixel flip rate ({s})" for s in sources]
+            + [f"revealed mIoU ({s})" for s in sources])
+  stuff = [n for n in R.STUFF if n in seg["regular"]["pixel_flip_rate"][sources[0]]]
+  per = [(n, *(_f(seg[m]["pixel_flip_rate"][sources[0]].get(n, float("nan"))) for m in seg))
+         for n in stuff]
+  return ["## Segmentation", "",
+          "Pixel flip rate: share of pixels outside the removed objects' dilated masks whose "
+          "predicted label changes when one object is removed; revealed mIoU: prediction "
+          "where the object was, against the oracle's labels of what lies behind it.", "",
+          reporting.markdown_table(header, rows), "",
+          f"Pixel flip rate by ground-truth stuff class ({sources[0]}):", "",
+          reporting.markdown_table(["stuff"] + list(seg), per)]
+
+
 def write(workdir: str, c, results: dict, test: dict, edited: dict) -> None:
   j = lambda name: os.path.join(workdir, name)  # noqa: E731
   main = c.sources[0]
@@ -150,5 +172,5 @@ def write(workdir: str, c, results: dict, test: dict, edited: dict) -> None:
       (reporting.markdown_table(["model", "source", "control change", "object-removal change"],
                                 art) if art else "Only oracle removals: nothing to control."),
       "", "![score change](score_change.png)", "", "![removals](removals.png)", "",
-      "Segmentation (UperNet-like model, pixel flip rate) is not implemented yet.", ""])
+      *_segmentation_section(results, c.sources), ""])
   io.write_text_atomic(j("report.md"), text)

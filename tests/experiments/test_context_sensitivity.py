@@ -13,6 +13,7 @@ def tiny_config():
   c = get_config("quick")
   c.data.update(train_size=256, test_size=32, ood_size=32)
   c.classifier.update(model="mlp", steps=10, batch_size=32)
+  c.segmentation.update(steps=4, batch_size=32, width=8)
   c.eval_batch_size = 64
   c.progress = False
   return c
@@ -34,8 +35,14 @@ def test_end_to_end_and_resume(tmp_path):
     assert all(np.isnan(x) or 0 <= x <= 1 for x in v.values())
     assert len(saved["score_change"][model]["oracle"]) == 8
   assert saved["augmented_examples"] > 0
+  for model in ("regular", "augmented"):
+    s = saved["segmentation"][model]
+    assert 0 <= s["miou_in_context"] <= 1 and 0 <= s["miou_out_of_context"] <= 1
+    assert 0 <= s["pixel_flip_rate"]["oracle"]["all"] <= 1
+    assert 0 <= s["revealed_miou"]["oracle"] <= 1
   assert saved["cases"]["oracle"]["object"] > saved["cases"]["oracle"]["context"] > 0
-  assert "violation rate" in open(os.path.join(workdir, "report.md")).read()
+  report = open(os.path.join(workdir, "report.md")).read()
+  assert "violation rate" in report and "## Segmentation" in report
   # A rerun resumes both classifiers from their checkpoints: the same numbers.
   again = cs.run(tiny_config(), workdir)
   assert again["map_in_context"] == r["map_in_context"]
@@ -50,6 +57,7 @@ def test_end_to_end_and_resume(tmp_path):
     (lambda c: setattr(c, "sources", ()), "config.sources"),
     (lambda c: setattr(c.data, "test_size", 0), "config.data.test_size"),
     (lambda c: setattr(c.augment, "fraction", 1.5), "config.augment.fraction"),
+    (lambda c: setattr(c.segmentation, "steps", -1), "config.segmentation.steps"),
     (lambda c: setattr(c, "context_classes", ("car", "clock")), "without a context rule"),
     (lambda c: setattr(c, "context_classes", ("spaceship",)), "spaceship"),
 ])
