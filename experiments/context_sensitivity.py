@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from rsec import config as cfg_lib
-from rsec import io, reporting
+from rsec import io
 from rsec.context import multilabel, sensitivity as S
 from rsec.data import scene_rules as R
 from rsec.data import scenes

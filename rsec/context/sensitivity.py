@@ -14,7 +14,7 @@ Removal sources: 'oracle' (the scene re-rendered without the objects: exact), 'g
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
