@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -75,12 +76,6 @@ def build_cases(labels: np.ndarray, ctx: np.ndarray, *, control: bool = False,
           "kind": np.asarray(kind, np.int32), "remove": np.asarray(remove, bool)}
 
 
-def _rows(tree: Any, idx: np.ndarray) -> Any:
-  if isinstance(tree, dict):
-    return {k: _rows(v, idx) for k, v in tree.items()}
-  return np.asarray(tree)[idx]
-
-
 def _slot_remove(layout: dict, remove: np.ndarray) -> np.ndarray:
   """[B, S] slots whose class is in the removed set [B, K]."""
   cls = np.asarray(layout["cls"])
@@ -122,7 +117,7 @@ def apply_removals(data: dict, cases: dict, source: str, *, remover: dict | None
     sl = slice(s, s + batch_size)
     idx, remove, kind = cases["img"][sl], cases["remove"][sl], cases["kind"][sl]
     x = data["image"][idx]
-    layout = _rows(data["layout"], idx)
+    layout = jax.tree.map(lambda a: np.asarray(a)[idx], data["layout"])
     slots = _slot_remove(layout, remove)
     if source == "oracle":
       edited = np.array(scenes.oracle_removal(layout, jnp.asarray(slots), size)["image"])
@@ -156,7 +151,7 @@ def oracle_scenes(data: dict, cases: dict, batch_size: int = 128) -> dict[str, n
   sem, rem = [], []
   for s in range(0, len(cases["img"]), batch_size):
     idx, remove = cases["img"][s:s + batch_size], cases["remove"][s:s + batch_size]
-    layout = _rows(data["layout"], idx)
+    layout = jax.tree.map(lambda a: np.asarray(a)[idx], data["layout"])
     slots = _slot_remove(layout, remove)
     sem.append(np.asarray(scenes.oracle_removal(layout, jnp.asarray(slots), size)["semantic"]))
     rem.append((np.asarray(data["amodal"][idx]) & slots[:, :, None, None]).any(1))

@@ -27,15 +27,8 @@ Definitions (per class c; "context" = the things the context rules pair with c):
   real object removals; the oracle removes exactly and needs no control."""
 
 
-def _plt():
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
-
-
 def plot_score_change(results: dict, source: str, path: str) -> None:
-  plt = _plt()
+  plt = reporting.plt  # Agg backend, set once by rsec.reporting
   models = list(results["score_change"])
   fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 4), squeeze=False)
   for ax, name in zip(axes[0], models):
@@ -52,7 +45,7 @@ def plot_score_change(results: dict, source: str, path: str) -> None:
 
 
 def plot_violation(results: dict, source: str, path: str) -> None:
-  plt = _plt()
+  plt = reporting.plt  # Agg backend, set once by rsec.reporting
   models = list(results["violation_rate"])
   names = [n for n in results["violation_rate"][models[0]][source] if n != "mean"]
   fig, ax = plt.subplots(figsize=(5.5, 3.2))
@@ -71,7 +64,7 @@ def plot_violation(results: dict, source: str, path: str) -> None:
 
 def plot_removals(test: dict, edited: dict, path: str, n: int = 6) -> None:
   """Per source: the first n object cases and context cases beside the originals."""
-  plt = _plt()
+  plt = reporting.plt  # Agg backend, set once by rsec.reporting
   rows = []
   for source, (cases, images) in edited.items():
     for kind, label in ((S.OBJECT, "object removed"), (S.CONTEXT, "context removed")):

@@ -16,13 +16,6 @@ KIND_LABEL = {"regular": "regular (pixels)", "true": "on true manifold",
               "learned": "on learned manifold"}
 
 
-def _plt():
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
-
-
 def _by_mode(table: dict, key: str):
   for mode, cells in table.items():
     ns = sorted(int(n) for n in cells)
@@ -30,7 +23,7 @@ def _by_mode(table: dict, key: str):
 
 
 def plot_vs_n(table: dict, keys: Sequence[str], titles: Sequence[str], path: str) -> None:
-  plt = _plt()
+  plt = reporting.plt  # Agg backend, set once by rsec.reporting
   fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
   for ax, key, title in zip(axes[0], keys, titles):
     for mode, ns, mean, std in _by_mode(table, key):
@@ -49,7 +42,7 @@ def plot_vs_n(table: dict, keys: Sequence[str], titles: Sequence[str], path: str
 
 
 def plot_success_vs_error(rows: Sequence[dict], fits: dict, path: str) -> None:
-  plt = _plt()
+  plt = reporting.plt  # Agg backend, set once by rsec.reporting
   fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
   modes = list(dict.fromkeys(r["mode"] for r in rows))
   for ax, kind in zip(axes, ("true", "learned")):
@@ -72,7 +65,7 @@ def plot_success_vs_error(rows: Sequence[dict], fits: dict, path: str) -> None:
 
 
 def plot_distances(study: dict, path: str) -> None:
-  plt = _plt()
+  plt = reporting.plt  # Agg backend, set once by rsec.reporting
   panels = [("ratio_true", "dist(x~, true manifold) / ||x~ - x||"),
             ("true", "dist(x~, true manifold) (L2)"),
             ("orthogonal", "share of ||x~ - x|| orthogonal to the tangent space")]
@@ -91,7 +84,7 @@ def plot_distances(study: dict, path: str) -> None:
 
 
 def plot_examples(test: dict, examples: dict, path: str, n: int = 8) -> None:
-  plt = _plt()
+  plt = reporting.plt  # Agg backend, set once by rsec.reporting
   rows = [("clean", test["image"][:n], np.ones(n, bool))]
   rows += [(KIND_LABEL[k], e["x_adv"][:n], e["success"][:n]) for k, e in examples.items()]
   fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n, 1.2 * len(rows)), squeeze=False)
