@@ -1,13 +1,17 @@
 """rsec attacks vs torchattacks (and Foolbox 3's JAX backend) on the same trained weights.
 
 python -m benchmarks.attacks_vs_peers [--classifier_workdir DIR] [--n 1000] [--rounds 3]
+    [--torch_device cpu|cuda]
 
 1. Parity: the paper classifier's weights are ported into an equivalent PyTorch model
    (benchmarks/torch_port.py); PGD-40 and APGD-CE (L-inf, eps 0.3) run in both libraries on
    the same test images. rsec's robust accuracy must not exceed the peer's by > 1 point.
 2. Speed: PGD-40 L-inf adversarial examples per second at batch 100 and 1000, interleaved,
-   plus APGD-CE; and the fraction of the CPU's matmul peak reached (XLA FLOPs / time).
+   plus APGD-CE; and the fraction of the JAX device's matmul peak reached (XLA FLOPs / time).
 Without --classifier_workdir, a classifier is trained first (train_classifier:quick).
+rsec and Foolbox run on JAX's default device; the ported model and torchattacks on
+--torch_device (default cpu; 'cuda' for a GPU-vs-GPU comparison, with a synchronize at the
+end of each timed torch call).
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ def main():
   p.add_argument("--skip_foolbox", action="store_true")
   p.add_argument("--skip_speed", action="store_true")
   p.add_argument("--parity_eps", type=float, nargs="+", default=[0.03, 0.06, 0.1, 0.3])
+  p.add_argument("--torch_device", default="cpu", help="device of the PyTorch side")
   args = p.parse_args()
   import torch
   import torchattacks
@@ -56,11 +61,14 @@ def main():
   x, y = data.test["image"][:args.n], data.test["label"][:args.n]
   variables = jax.device_get(state.variables)
   logits_fn = jax.jit(lambda v: state.apply_fn(variables, v, train=False))
-  net = torch_paper_classifier(variables)
-  tx, ty = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y.astype(np.int64))
+  dev = torch.device(args.torch_device)
+  net = torch_paper_classifier(variables).to(dev)
+  tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev)
+  ty = torch.from_numpy(y.astype(np.int64)).to(dev)
   with torch.no_grad():
-    port_err = float(np.max(np.abs(net(tx).numpy() - np.asarray(logits_fn(x)))))
-  out = {"n": args.n, "port_max_abs_logit_diff": port_err,
+    port_err = float(np.max(np.abs(net(tx).cpu().numpy() - np.asarray(logits_fn(x)))))
+  out = {"n": args.n, "jax_device": str(jax.devices()[0]), "torch_device": str(dev),
+         "port_max_abs_logit_diff": port_err,
          "clean_accuracy": float(np.mean(np.argmax(np.asarray(logits_fn(x)), 1) == y))}
 
   # 1. Parity of robust accuracy, at radii where it is neither 0 nor clean accuracy.
@@ -99,9 +107,9 @@ def main():
     tyb = ty[:b] if b <= len(ty) else ty.repeat(b // len(ty) + 1)[:b]
     fns = {
         "rsec_pgd40": lambda: ours["pgd40"](logits_fn, key, xb, yb).block_until_ready(),
-        "torchattacks_pgd40": lambda: peers["pgd40"](txb, tyb),
+        "torchattacks_pgd40": lambda: _torch_sync(peers["pgd40"](txb, tyb)),
         "rsec_apgd_ce": lambda: ours["apgd_ce"](logits_fn, key, xb, yb).block_until_ready(),
-        "torchattacks_apgd_ce": lambda: peers["apgd_ce"](txb, tyb),
+        "torchattacks_apgd_ce": lambda: _torch_sync(peers["apgd_ce"](txb, tyb)),
     }
     if not args.skip_foolbox:
       fb_run = _foolbox_pgd(state, variables, xb, yb)
@@ -123,6 +131,14 @@ def main():
     out[f"pgd40_fraction_of_matmul_peak/b{b}"] = out[f"pgd40_gflops/b{b}"] / out[
         "matmul_peak_gflops"]
   print(json.dumps(out, indent=2))
+
+
+def _torch_sync(t):
+  """Waits for the GPU work behind tensor t (a no-op on CPU tensors); returns t."""
+  if t.is_cuda:
+    import torch
+    torch.cuda.synchronize(t.device)
+  return t
 
 
 def _foolbox_pgd(state, variables, xb, yb):

@@ -1,11 +1,14 @@
 """Training throughput of the paper classifier at batch 100: rsec (JAX) vs PyTorch.
 
-python -m benchmarks.train_throughput [--steps_per_call 20] [--rounds 5]
+python -m benchmarks.train_throughput [--batch 100] [--steps_per_call 20] [--rounds 5]
+    [--torch_device cpu|cuda]
 
 Both sides train the same architecture (conv 4x4/2 + BN + ReLU 16/32/64, dense 100 + BN,
 dense 10) with Adam + L2 weight decay on the same random 28x28 batches; timings are
-interleaved. Prints examples/s for each, the ratio, and the fraction of the CPU's
-measured matmul peak that the JAX step reaches (XLA's FLOP count / time).
+interleaved. Prints examples/s for each, the ratio, and the fraction of the default JAX
+device's measured matmul peak that the JAX step reaches (XLA's FLOP count / time).
+rsec runs on JAX's default device; PyTorch on --torch_device (default cpu; 'cuda' for a
+GPU-vs-GPU comparison, with a synchronize at the end of each timed call).
 """
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ def jax_runner(batch: int, k: int):
   return run, flops
 
 
-def torch_runner(batch: int, k: int):
+def torch_runner(batch: int, k: int, device: str = "cpu"):
   import torch
   from torch import nn
   torch.manual_seed(0)
@@ -54,11 +57,11 @@ def torch_runner(batch: int, k: int):
       nn.Conv2d(16, 32, 4, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
       nn.Conv2d(32, 64, 4, 2, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
       nn.Flatten(), nn.Linear(64 * 3 * 3, 100, bias=False), nn.BatchNorm1d(100), nn.ReLU(),
-      nn.Linear(100, 10))
+      nn.Linear(100, 10)).to(device)
   opt = torch.optim.Adam(net.parameters(), lr=0.01, betas=(0.5, 0.9), weight_decay=1e-4)
   rng = np.random.default_rng(0)
-  xs = torch.from_numpy(rng.random((k, batch, 1, 28, 28), np.float32))
-  ys = torch.from_numpy(rng.integers(0, 10, (k, batch)))
+  xs = torch.from_numpy(rng.random((k, batch, 1, 28, 28), np.float32)).to(device)
+  ys = torch.from_numpy(rng.integers(0, 10, (k, batch))).to(device)
   loss_fn = nn.CrossEntropyLoss()
 
   def run():
@@ -67,6 +70,8 @@ def torch_runner(batch: int, k: int):
       loss = loss_fn(net(xs[i]), ys[i])
       loss.backward()
       opt.step()
+    if xs.is_cuda:
+      torch.cuda.synchronize()
   return run
 
 
@@ -75,15 +80,18 @@ def main():
   p.add_argument("--batch", type=int, default=100)
   p.add_argument("--steps_per_call", type=int, default=20)
   p.add_argument("--rounds", type=int, default=5)
+  p.add_argument("--torch_device", default="cpu", help="device of the PyTorch side")
   args = p.parse_args()
   import torch
   k, b = args.steps_per_call, args.batch
   jrun, flops = jax_runner(b, k)
-  t = time_interleaved({"rsec": jrun, "torch": torch_runner(b, k)}, rounds=args.rounds)
+  t = time_interleaved({"rsec": jrun, "torch": torch_runner(b, k, args.torch_device)},
+                       rounds=args.rounds)
   peak = matmul_peak_gflops()
   eps = {name: k * b / sec for name, sec in t.items()}
   out = {
-      "batch": b, "steps_per_call": k, "torch_threads": torch.get_num_threads(),
+      "batch": b, "steps_per_call": k, "jax_device": str(jax.devices()[0]),
+      "torch_device": args.torch_device, "torch_threads": torch.get_num_threads(),
       "rsec_examples_per_s": eps["rsec"], "torch_examples_per_s": eps["torch"],
       "speedup_vs_torch": eps["rsec"] / eps["torch"],
       "step_gflop": flops / 1e9, "rsec_gflops": flops / (t["rsec"] / k) / 1e9,
