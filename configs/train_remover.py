@@ -28,12 +28,14 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(size=32, train_size=6000, test_size=512,
                                           rules=rules_config()))
   c.dilation = 1          # pixels added around GT masks (and generated ones) before filling
-  clf = lambda model: ml_collections.ConfigDict(dict(model=model, steps=400, batch_size=64,
-                                                     lr=3e-3))
+  # data: 'train' (in context), 'ood_train' (out of context) or 'mixed' (half each).
+  # A judge trained in context only keeps detecting a removed car from the road around it.
+  clf = lambda model: ml_collections.ConfigDict(dict(model=model, steps=1000, batch_size=64,
+                                                     lr=3e-3, data="mixed"))
   c.classifier_mask = clf("paper_classifier")   # guides the mask generator
   c.classifier_eval = clf("resnet")             # judges removals (independent)
   c.inpainter = ml_collections.ConfigDict(dict(
-      channels=(16, 32, 32), d_channels=(16, 32, 64), steps=1000, batch_size=32, lr=2e-3,
+      channels=(16, 32, 32), d_channels=(16, 32, 64), steps=1000, batch_size=32, lr=1e-3,
       d_lr=1e-3, adv_weight=0.01, valid_weight=0.2, object_fraction=0.5,
       steps_per_call=20, checkpoint_every=500,
       stuff_only=True,        # hole L1 only where the target is stuff (not an object)

@@ -36,8 +36,9 @@ def cell_config(c: ml_collections.ConfigDict, mode: str, train_size: int, model:
   """The train_classifier config of one cell (a fixed number of steps whatever N)."""
   t = c.training
   training = {k: v for k, v in t.to_dict().items() if k != "steps"}
+  # train_classifier runs round(epochs * (N // batch)) steps: whole batches per epoch.
   training.update(mode=mode, trades_beta=6.0,
-                  epochs=float(t.steps * t.batch_size / train_size))
+                  epochs=float(t.steps / max(train_size // t.batch_size, 1)))
   training["manifold"] = dict(training["manifold"], vaegan_workdir=vaegan_dir)
   tc = ml_collections.ConfigDict(dict(
       seed=c.seed + model, data=c.data.to_dict(), model=c.model.to_dict(), training=training,

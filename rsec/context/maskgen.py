@@ -12,7 +12,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from rsec.context.gan import GanState, all_finite, apply_grads, bce_logits, create_gan_state
 from rsec.models.inpainter import PatchDiscriminator, composite

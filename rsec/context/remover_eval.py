@@ -13,7 +13,6 @@ from rsec.context import masks as masks_lib
 from rsec.context import removal
 from rsec.context.gan import GanState
 from rsec.context.multilabel import predict
-from rsec.data import scenes
 
 
 def pick_targets(shown: np.ndarray, classes: np.ndarray, seed: int) -> np.ndarray:

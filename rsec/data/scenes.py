@@ -25,7 +25,7 @@ from rsec.data import scene_shapes
 
 MAX_OBJECTS = 4           # slots: (free, partner, free, partner)
 MIN_VISIBLE_PIXELS = 12   # at 64x64; scaled with the area at other sizes
-SPLIT_IDS = {"train": 0x5C1, "test": 0x5C7, "ood": 0x00D}
+SPLIT_IDS = {"train": 0x5C1, "test": 0x5C7, "ood": 0x00D, "ood_train": 0x0DA}
 
 
 def sample_layouts(key: jax.Array, n: int, tables: dict, ood: bool = False) -> dict:
@@ -196,11 +196,13 @@ def scene_split(split: str, n: int, seed: int = 0, rules: R.ContextRules | None 
   """A whole split as host arrays: `render`'s outputs plus 'layout' (for oracle removal).
 
   split: 'train' and 'test' (in-context: the rules' biased statistics; different keys)
-  or 'ood' (out of context: pairs and ties broken). Generated in chunks of `chunk`.
+  or 'ood' (out of context: pairs and ties broken); 'ood_train' has ood's statistics
+  and its own key (to train context-free reference models, e.g. a removal judge).
+  Generated in chunks of `chunk`.
   """
   checks.check_positive_int("n", n)
   tables = R.make_tables(rules or R.ContextRules())
-  layouts = sample_layouts(split_key(seed, split), n, tables, ood=(split == "ood"))
+  layouts = sample_layouts(split_key(seed, split), n, tables, ood=split.startswith("ood"))
   outs = [jax.device_get(render(jax.tree.map(lambda a: a[i:i + chunk], layouts), size=size))
           for i in range(0, n, chunk)]
   data = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}

@@ -10,11 +10,9 @@ import os
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rsec import config as cfg_lib
 from rsec import io
 from rsec.manifold.vaegan_training import VAEGANState
 
@@ -123,29 +121,20 @@ def restore_vaegan(workdir: str, latent_dim: int | None = None,
   checkpoint's latent size or class count differs from the ones asked for.
   """
   from rsec.manifold.vaegan_setup import build_vaegan_state
-  from rsec.training.checkpoint import Checkpointer
-  path = os.path.join(workdir, "config.json")
-  if not workdir or not os.path.exists(path):
-    raise ValueError(f"no VAE-GAN in {workdir!r} (missing config.json); make one with "
-                     f"`{TRAIN_COMMAND.format(workdir or 'DIR')}`")
-  with open(path) as f:
-    config = cfg_lib.from_json(f.read())
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), {})
-  try:
-    if ckpt.latest_step() is None:
-      raise ValueError(f"no VAE-GAN checkpoint in {workdir}/checkpoints; make one with "
-                       f"`{TRAIN_COMMAND.format(workdir)}`")
-    meta = ckpt.read_meta(ckpt.latest_step())
+  from rsec.training.checkpoint import read_run_config, restore_latest
+  command = TRAIN_COMMAND.format(workdir or "DIR")
+  config = read_run_config(workdir, "VAE-GAN", command)
+
+  def build(meta):
     if latent_dim is not None and meta["latent_dim"] != latent_dim:
       raise ValueError(f"the VAE-GAN in {workdir} has latent size {meta['latent_dim']}, "
                        f"but latent_dim={latent_dim} was asked for")
     if num_classes is not None and meta["num_classes"] != num_classes:
       raise ValueError(f"the VAE-GAN in {workdir} has {meta['num_classes']} class models, "
                        f"but the data has {num_classes} classes")
-    state = build_vaegan_state(config, meta["num_classes"], tuple(meta["image_shape"]))
-    state = ckpt.restore(state)
-  finally:
-    ckpt.close()
+    return build_vaegan_state(config, meta["num_classes"], tuple(meta["image_shape"]))
+
+  state = restore_latest(os.path.join(workdir, "checkpoints"), build, "VAE-GAN", command)
   return state, config
 
 

@@ -1,8 +1,9 @@
 """The object-removal in-painter and a PatchGAN discriminator (Shetty et al., NeurIPS 2018).
 
 In-painter: input x * (1 - m) concatenated with m; a strided encoder (/4), residual blocks
-with dilations (1, 1, 1, 2, 4, 8), a nearest-upsampling decoder, sigmoid output G; the
-result is composited as G * m + x * (1 - m) (`composite`). Every convolution is a
+with dilations (1, 1, 1, 2, 4, 8), a nearest-upsampling decoder with U-Net skips, and a
+sigmoid output G (or a residual over a diffusion fill); the result is composited as
+G * m + x * (1 - m) (`composite`). Every convolution is a
 patch matmul (`PatchConv`, or `DilatedConv` below), which XLA:CPU runs fast inside scans.
 """
 from __future__ import annotations
@@ -58,9 +59,19 @@ def upsample2(x: jax.Array) -> jax.Array:
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
+def leaky(x: jax.Array) -> jax.Array:
+  """leaky_relu(0.2): the in-painter's and mask generator's activation. With plain ReLUs
+  an early large Adam step can kill every decoder unit at once (gradients fall to ~1e-8
+  and the residual head stays at zero: the in-painter degenerates to the diffusion fill)."""
+  return nn.leaky_relu(x, 0.2)
+
+
 class Inpainter(nn.Module):
   """G(x * (1 - m), m) -> [B, H, W, 3] in [0, 1] (H, W divisible by 4).
 
+  The decoder takes skip connections from the encoder's full- and half-resolution
+  features: thin texture (grid lines, lane dashes) must be continued from the pixels
+  right around the hole, which an /4 bottleneck alone blurs away.
   With `coarse_iters` > 0 the network also sees a smooth diffusion fill of the hole and
   predicts a residual on top of it (coarse-to-fine): it starts where the best naive fill
   is and spends its capacity on texture and structure.
@@ -76,17 +87,20 @@ class Inpainter(nn.Module):
     if self.coarse_iters:
       coarse = jax.lax.stop_gradient(diffusion_fill(x * (1 - m), m, self.coarse_iters))
       h = jnp.concatenate([h, coarse], axis=-1)
-    h = nn.relu(PatchConv(c0, (3, 3))(h))
-    h = nn.relu(PatchConv(c1, (4, 4), (2, 2), padding=((1, 1), (1, 1)))(h))
-    h = nn.relu(PatchConv(c2, (4, 4), (2, 2), padding=((1, 1), (1, 1)))(h))
+    h0 = leaky(PatchConv(c0, (3, 3))(h))
+    h1 = leaky(PatchConv(c1, (4, 4), (2, 2), padding=((1, 1), (1, 1)))(h0))
+    h = leaky(PatchConv(c2, (4, 4), (2, 2), padding=((1, 1), (1, 1)))(h1))
     for d in self.dilations:
-      y = nn.relu(DilatedConv(c2, d)(h))
+      y = leaky(DilatedConv(c2, d)(h))
       y = DilatedConv(c2, 1)(y)
-      h = nn.relu(h + y)
-    h = nn.relu(PatchConv(c1, (3, 3))(upsample2(h)))
-    h = nn.relu(PatchConv(c0, (3, 3))(upsample2(h)))
+      h = leaky(h + y)
+    h = leaky(PatchConv(c1, (3, 3))(jnp.concatenate([upsample2(h), h1], axis=-1)))
+    h = leaky(PatchConv(c0, (3, 3))(jnp.concatenate([upsample2(h), h0], axis=-1)))
     if self.coarse_iters:
-      out = PatchConv(3, (3, 3), kernel_init=nn.initializers.zeros_init())(h)
+      # A small (not zero) initial residual: the output starts at the diffusion fill and
+      # every layer gets a gradient from the first step.
+      init = nn.initializers.variance_scaling(0.01, "fan_in", "normal")
+      out = PatchConv(3, (3, 3), kernel_init=init)(h)
       return jnp.clip(coarse + out, 0.0, 1.0)
     return nn.sigmoid(PatchConv(3, (3, 3))(h))
 

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rsec.models.inpainter import DilatedConv, upsample2
+from rsec.models.inpainter import DilatedConv, leaky, upsample2
 from rsec.models.layers import PatchConv
 
 
@@ -30,14 +30,14 @@ class MaskGenerator(nn.Module):
     c0, c1, c2 = self.channels
     onehot = jax.nn.one_hot(target, self.num_classes)[:, None, None, :]
     tile = lambda h: jnp.broadcast_to(onehot, h.shape[:3] + (self.num_classes,))
-    h0 = nn.relu(PatchConv(c0, (3, 3))(jnp.concatenate([x, tile(x)], -1)))
-    h1 = nn.relu(PatchConv(c1, (4, 4), (2, 2), padding=((1, 1), (1, 1)))(h0))
-    h2 = nn.relu(PatchConv(c2, (4, 4), (2, 2), padding=((1, 1), (1, 1)))(h1))
+    h0 = leaky(PatchConv(c0, (3, 3))(jnp.concatenate([x, tile(x)], -1)))
+    h1 = leaky(PatchConv(c1, (4, 4), (2, 2), padding=((1, 1), (1, 1)))(h0))
+    h2 = leaky(PatchConv(c2, (4, 4), (2, 2), padding=((1, 1), (1, 1)))(h1))
     h = jnp.concatenate([h2, tile(h2)], -1)
     for d in self.dilations:
-      h = nn.relu(DilatedConv(c2, d)(h))
-    h = nn.relu(PatchConv(c1, (3, 3))(jnp.concatenate([upsample2(h), h1], -1)))
-    h = nn.relu(PatchConv(c0, (3, 3))(jnp.concatenate([upsample2(h), h0], -1)))
+      h = leaky(DilatedConv(c2, d)(h))
+    h = leaky(PatchConv(c1, (3, 3))(jnp.concatenate([upsample2(h), h1], -1)))
+    h = leaky(PatchConv(c0, (3, 3))(jnp.concatenate([upsample2(h), h0], -1)))
     return PatchConv(1, (3, 3))(h)[..., 0]
 
 

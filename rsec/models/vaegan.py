@@ -13,7 +13,6 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from rsec.models.classifiers import _BN, PaperClassifier
 from rsec.models.layers import PatchConv

@@ -9,10 +9,9 @@ run needs besides the state.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -102,3 +101,33 @@ class Checkpointer:
 
   def close(self) -> None:
     self._mngr.close()
+
+
+def read_run_config(workdir: str, what: str, command: str):
+  """The `config.json` an entry point left in `workdir`, as a ConfigDict.
+
+  ValueError naming `what` was expected there and the `command` that makes it, if none.
+  """
+  from rsec import config as cfg_lib
+  path = os.path.join(workdir or "", "config.json")
+  if not workdir or not os.path.exists(path):
+    raise ValueError(f"no {what} in {workdir!r} (missing config.json); make one with "
+                     f"`{command}`")
+  with open(path) as f:
+    return cfg_lib.from_json(f.read())
+
+
+def restore_latest(directory: str, build: Callable[[dict], Any], what: str, command: str):
+  """Restores the newest checkpoint in `directory` into the template `build(meta)` makes
+  from the checkpoint's metadata (`build` may raise ValueError on a mismatch).
+
+  ValueError naming the `command` that makes one when `directory` holds no checkpoint.
+  """
+  ckpt = Checkpointer(directory, {})
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise ValueError(f"no {what} checkpoint in {directory}; make one with `{command}`")
+    return ckpt.restore(build(ckpt.read_meta(step)))
+  finally:
+    ckpt.close()

@@ -10,14 +10,13 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 
 from rsec import config as cfg_lib
 from rsec import parallel
 from rsec.data.sources import ClassificationData, validate_data_config
 from rsec.models.classifiers import MODELS, make_model
 from rsec.training import modes
-from rsec.training.checkpoint import Checkpointer
+from rsec.training.checkpoint import Checkpointer, read_run_config, restore_latest
 from rsec.training.loop import evaluate, fit
 from rsec.training.metrics import MetricWriter
 from rsec.training.state import TrainState, create_train_state, make_optimizer
@@ -149,25 +148,16 @@ def restore_classifier(workdir: str, config: ml_collections.ConfigDict | None = 
   The config comes from `workdir/config.json` unless given. Raises ValueError naming the
   command that makes the checkpoint when there is none.
   """
-  path = os.path.join(workdir, "config.json")
+  command = ("python -m experiments.train_classifier --config=configs/train_classifier.py:quick "
+             f"--workdir={workdir}")
   if config is None:
-    if not os.path.exists(path):
-      raise ValueError(
-          f"no classifier in {workdir!r} (missing config.json); make one with "
-          f"`python -m experiments.train_classifier --config=configs/train_classifier.py:quick "
-          f"--workdir={workdir}`")
-    with open(path) as f:
-      config = cfg_lib.from_json(f.read())
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), {})
-  try:
-    if ckpt.latest_step() is None:
-      raise ValueError(f"no checkpoint in {workdir}/checkpoints; train one with "
-                       f"`python -m experiments.train_classifier --workdir={workdir}`")
-    meta = ckpt.read_meta(ckpt.latest_step())
+    config = read_run_config(workdir, "classifier", command)
+
+  def build(meta):
     steps_per_epoch = max(1, config.data.train_size // config.training.batch_size)
     image_shape = tuple(meta.get("image_shape", (config.data.size, config.data.size, 1)))
     state = build_state(config, meta["num_classes"], image_shape, steps_per_epoch)
-    state = ckpt.restore(parallel.replicate(state, parallel.data_mesh()))
-  finally:
-    ckpt.close()
+    return parallel.replicate(state, parallel.data_mesh())
+
+  state = restore_latest(os.path.join(workdir, "checkpoints"), build, "classifier", command)
   return state, config

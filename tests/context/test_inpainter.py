@@ -5,6 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rsec.context import gan, inpaint
+from rsec.context import masks as masks_lib
+from rsec.data import scenes
 from rsec.models.inpainter import Inpainter, PatchDiscriminator, composite, dilated_patches
 
 
@@ -45,3 +47,23 @@ def test_inpaint_training_learns_and_compiles_once(small_scenes):
   assert int(state.step) == 30
   assert state.g_params["PatchConv_0"]["kernel"].sharding.is_fully_replicated
   assert err(state) < 0.9 * before
+
+
+def test_residual_inpainter_beats_its_diffusion_fill(small_scenes):
+  """The coarse-to-fine in-painter must learn more than its starting point. (With plain
+  ReLUs and a zero-initialised head, early Adam steps killed every decoder unit and it
+  stayed equal to the diffusion fill for good: +0.000 dB on the quick preset.)"""
+  state = inpaint.create_inpainter_state(jax.random.key(0), 32, (16, 32, 32), (8, 8, 8),
+                                         lr=1e-3, coarse_iters=50)
+  data = {k: small_scenes[k] for k in ("image", "masks", "shown")}
+  state, _ = gan.run_steps(inpaint.make_inpaint_step(32, dilation=1), state, data,
+                           key=jax.random.key(1), batch_size=32, num_steps=120,
+                           steps_per_call=20)
+  test = scenes.scene_split("test", 64, seed=3, size=32)
+  x = jnp.asarray(test["image"])
+  masks, shown = jnp.asarray(test["masks"]), jnp.asarray(test["shown"])
+  m = masks_lib.training_holes(jax.random.key(2), masks, shown, 32, 1.0, 1)
+  stuff = m * (1 - masks.any(1))        # hole pixels whose truth is background
+  mse = lambda y: float((((y - x) ** 2).mean(-1) * stuff).sum() / stuff.sum())
+  blur = masks_lib.blur_fill(x, m, 50)
+  assert mse(inpaint.inpaint(state, x, m)) < 0.8 * mse(blur)

@@ -1,6 +1,5 @@
 """remove_objects with gt / oracle / generated sources, and bad input at the boundary."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -2,11 +2,14 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from configs.train_remover import get_config
 from experiments import train_remover
+from rsec.context import train_remover as remover_lib
 from rsec.context.train_remover import validate_config
+from rsec.data import scenes
 
 
 def tiny_config():
@@ -32,6 +35,10 @@ def test_config_validation():
   with pytest.raises(ValueError, match="cannot be satisfied"):
     validate_config(c)
   c = get_config("quick")
+  c.classifier_eval.data = "test"
+  with pytest.raises(ValueError, match="config.classifier_eval.data"):
+    validate_config(c)
+  c = get_config("quick")
   c.inpainter.steps = -1
   with pytest.raises(ValueError, match="config.inpainter.steps"):
     validate_config(c)
@@ -53,3 +60,18 @@ def test_end_to_end_and_resume(tmp_path):
     assert json.load(f)["eval_images"] == r["eval_images"]
   for part in ("classifier_mask", "classifier_eval", "inpainter", "mask_generator"):
     assert os.listdir(os.path.join(workdir, "checkpoints", part))
+
+
+def test_reference_classifier_data():
+  """'mixed' = the first half of the in-context train split + as many out-of-context scenes."""
+  c = get_config("quick")
+  c.data.train_size = 64
+  train = scenes.scene_split("train", 64, c.seed, size=32)
+  assert remover_lib.classifier_data(c, train, "train") is train
+  ood = remover_lib.classifier_data(c, train, "ood_train")
+  assert ood["image"].shape == train["image"].shape
+  mixed = remover_lib.classifier_data(c, train, "mixed")
+  assert mixed["image"].shape == train["image"].shape
+  assert mixed["labels"].shape == train["labels"].shape
+  np.testing.assert_array_equal(mixed["image"][:32], train["image"][:32])
+  np.testing.assert_array_equal(mixed["image"][32:], ood["image"][:32])

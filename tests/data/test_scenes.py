@@ -70,6 +70,11 @@ def test_context_is_predictive_in_context_not_ood(train):
   scene = big["layout"]["scene"]
   assert set(np.unique(scene[lab[:, car] > 0])) == {0}
   assert ood["labels"].sum(1).mean() > 0.8
+  # 'ood_train' has ood's statistics under its own key: different scenes, same rules.
+  ood_train = scenes.scene_split("ood_train", 1024, seed=1, size=16)
+  assert not np.array_equal(ood_train["image"][:8], ood["image"][:8])
+  lt = ood_train["labels"]
+  assert lt[lt[:, car] > 0, sign].mean() < 0.5
 
 
 def test_rules_validation():

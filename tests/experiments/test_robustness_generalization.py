@@ -103,3 +103,12 @@ def test_rerun_with_another_config_is_refused(ran, tiny_vaegan):
   with pytest.raises(ValueError, match="training.steps"):
     rg.run(c, workdir)
   assert open(os.path.join(workdir, "config.json")).read() == before
+
+
+@pytest.mark.parametrize("train_size", [250, 300, 40_000])
+def test_every_cell_trains_the_configured_steps(train_size):
+  """N need not be a multiple of the batch: train_classifier runs whole batches per epoch."""
+  c = get_config("paper")
+  tc = rg.cell_config(c, "normal", train_size, 0, "unused")
+  steps_per_epoch = train_size // c.training.batch_size
+  assert round(tc.training.epochs * steps_per_epoch) == c.training.steps

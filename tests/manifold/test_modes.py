@@ -1,6 +1,5 @@
 """On-manifold and deformation training modes: half the batch perturbed, labels kept,
 clear errors before training for missing or mismatched VAE-GANs."""
-import json
 import os
 import types
 
