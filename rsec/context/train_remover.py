@@ -81,9 +81,9 @@ def train_classifiers(c, train: dict, workdir: str) -> dict:
   the other judges removals.
 
   Each trains on `classifier_data(c, train, part.data)`. A judge trained in context
-  only keeps "seeing" a car on an empty road (quick preset: it detects the target in
-  only 65% of oracle removals), so it would score context bias rather than removal; one
-  trained on in- and out-of-context scenes ('mixed') does so in 96%.
+  only keeps "seeing" a car on an empty road (quick preset: it still detects the target
+  after 35% of *oracle* removals), so it would score context bias rather than removal;
+  one trained on in- and out-of-context scenes ('mixed') after 3%.
   """
   out = {}
   for i, part in enumerate(("classifier_mask", "classifier_eval")):
