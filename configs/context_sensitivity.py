@@ -26,7 +26,11 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.segmentation = ml_collections.ConfigDict(dict(
       steps=1500, batch_size=32, lr=3e-3, width=32))   # steps=0: classification only
   c.augment = ml_collections.ConfigDict(dict(
-      fraction=0.5,            # share of training images that get one removal added
+      mode="online",           # 'online': training mode context_augment, fresh oracle
+                               # removals in every step (oracle source only);
+                               # 'offline': removed copies added to the data once
+      fraction=0.5,            # offline: share of training images that get one removal
+                               # added; online: probability of a removal per image
       source="oracle"))        # removal source of the augmentation
   c.sources = ("oracle",)      # removal sources of the test framework
   c.remover_workdir = ""       # train_remover workdir ('gt' / 'generated' sources)

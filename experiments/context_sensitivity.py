@@ -17,7 +17,7 @@ import numpy as np
 
 from rsec import config as cfg_lib
 from rsec import io
-from rsec.context import multilabel, sensitivity as S
+from rsec.context import augment, multilabel, sensitivity as S
 from rsec.data import scene_rules as R
 from rsec.data import scenes
 from rsec.training.checkpoint import Checkpointer
@@ -39,6 +39,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
   cfg_lib.check(c, "segmentation.width", type_=int, low=2)
   cfg_lib.check(c, "augment.fraction", type_=float, low=0, high=1, low_exclusive=True)
   cfg_lib.check(c, "augment.source", type_=str, choices=S.SOURCES)
+  cfg_lib.check(c, "augment.mode", type_=str, choices=("offline", "online"))
+  if c.augment.mode == "online" and c.augment.source != "oracle":
+    raise ValueError("config.augment.mode='online' removes objects inside the train step "
+                     "by re-rendering the scene: it needs config.augment.source='oracle'")
   cfg_lib.check(c, "dilation", type_=int, low=0, high=8)
   cfg_lib.check(c, "eval_batch_size", type_=int, low=1)
   cfg_lib.check(c, "remover_workdir", type_=str)
@@ -85,14 +89,14 @@ def _remover(c):
   return remover
 
 
-def _train(c, name: str, images, labels, workdir: str):
+def _train(c, name: str, images, labels, workdir: str, **online):
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints", name),
                       {"model": c.classifier.model, "part": name})
   try:
     return multilabel.train_multilabel(
         images, labels, model=c.classifier.model, seed=c.seed * 10 + MODELS.index(name),
         steps=c.classifier.steps, batch_size=c.classifier.batch_size, lr=c.classifier.lr,
-        checkpointer=ckpt, progress=c.progress, desc=name)
+        checkpointer=ckpt, progress=c.progress, desc=name, **online)
   finally:
     ckpt.close()
 
@@ -111,10 +115,16 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
                       split("ood", c.data.ood_size))
   aug = S.removal_augment(train, ctx, c.seed, c.augment.fraction, source=c.augment.source,
                           remover=remover, dilation=c.dilation)
-  states = {
-      "regular": _train(c, "regular", train["image"], train["labels"], workdir),
-      "augmented": _train(c, "augmented", np.concatenate([train["image"], aug["image"]]),
-                          np.concatenate([train["labels"], aug["labels"]]), workdir)}
+  states = {"regular": _train(c, "regular", train["image"], train["labels"], workdir)}
+  if c.augment.mode == "online":    # fresh oracle removals in every step (context_augment)
+    states["augmented"] = _train(
+        c, "augmented", train["image"], train["labels"], workdir,
+        perturb=augment.make_context_augment(ctx, c.data.size, c.augment.fraction),
+        extra=augment.flatten_layout(train["layout"]))
+  else:
+    states["augmented"] = _train(c, "augmented",
+                                 np.concatenate([train["image"], aug["image"]]),
+                                 np.concatenate([train["labels"], aug["labels"]]), workdir)
 
   edited = {}
   for source in c.sources:

@@ -27,19 +27,23 @@ def bce_loss(logits: jax.Array, batch: dict) -> jax.Array:
 def train_multilabel(images: np.ndarray, targets: np.ndarray, *, model: str, seed: int,
                      steps: int, batch_size: int, lr: float = 3e-3, mesh=None,
                      checkpointer=None, writer=None, steps_per_call: int = 10,
-                     progress: bool = False, desc: str = "classifier") -> TrainState:
+                     progress: bool = False, desc: str = "classifier",
+                     perturb: Callable | None = None, extra: dict | None = None
+                     ) -> TrainState:
   """Trains a registered classifier with K = targets.shape[1] sigmoid outputs.
 
   images float32 [N, H, W, 3] in [0, 1]; targets float32 [N, K] in {0, 1}.
+  perturb: a training mode's batch perturbation (e.g. `rsec.context.augment`); extra:
+  more per-example arrays [N, ...] for it, batched alongside.
   """
   checks.check_shape("targets", targets, (images.shape[0], None))
   net = make_model(model, targets.shape[1])
   tx = optax.adam(optax.cosine_decay_schedule(lr, steps))
   state = create_train_state(net, tx, jax.random.key(seed), (1,) + images.shape[1:])
   data = {"image": images, "label": np.argmax(targets, 1).astype(np.int32),
-          "targets": targets.astype(np.float32)}
+          "targets": targets.astype(np.float32), **(extra or {})}
   state, _ = fit(state, data, key=jax.random.key(seed + 1), batch_size=batch_size,
-                 num_steps=steps, seed=seed, mesh=mesh, loss_fn=bce_loss,
+                 num_steps=steps, seed=seed, mesh=mesh, loss_fn=bce_loss, perturb=perturb,
                  steps_per_call=steps_per_call, checkpointer=checkpointer,
                  checkpoint_every=max(steps, 1), writer=writer, progress=progress, desc=desc)
   return state

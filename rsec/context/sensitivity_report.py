@@ -144,8 +144,11 @@ def write(workdir: str, c, results: dict, test: dict, edited: dict) -> None:
          for m, per in results["artifact_control"].items() for s, d in per.items()]
   v_reg = results["violation_rate"]["regular"][main]["mean"]
   v_aug = results["violation_rate"]["augmented"][main]["mean"]
-  verdict = (f"Augmentation ({c.augment.source} removals on {results['augmented_examples']} "
-             f"extra images) moves the mean violation rate ({main}) from {v_reg:.3f} to "
+  how = (f"online: context_augment, a fresh oracle removal with probability "
+         f"{c.augment.fraction} per image and step; the segmenters use "
+         f"{results['augmented_examples']} offline removals" if c.augment.mode == "online"
+         else f"{c.augment.source} removals on {results['augmented_examples']} extra images")
+  verdict = (f"Augmentation ({how}) moves the mean violation rate ({main}) from {v_reg:.3f} to "
              f"{v_aug:.3f} ({'cut by at least half' if v_aug <= v_reg / 2 else 'NOT cut by half'}),"
              f" out-of-context mAP from {results['map_out_of_context']['regular']:.3f} to "
              f"{results['map_out_of_context']['augmented']:.3f} and in-context mAP from "

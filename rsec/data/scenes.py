@@ -146,9 +146,12 @@ def _render_one(layout: dict, present: jax.Array, size: int) -> dict:
               labels=labels)
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _render(layouts, present, size):
+def render_traceable(layouts: dict, present: jax.Array, size: int) -> dict:
+  """`render` without its host-side checks, to call inside jit (e.g. a training step)."""
   return jax.vmap(lambda l, p: _render_one(l, p, size))(layouts, present)
+
+
+_render = jax.jit(render_traceable, static_argnums=2)
 
 
 def render(layouts: dict, present: jax.Array | None = None, size: int = 64) -> dict:

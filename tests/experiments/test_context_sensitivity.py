@@ -48,15 +48,35 @@ def test_end_to_end_and_resume(tmp_path):
   assert again["map_in_context"] == r["map_in_context"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, says", [("online", "context_augment"),
+                                        ("offline", "extra images")])
+def test_augmentation_modes(tmp_path, mode, says):
+  """'online' trains the augmented classifier with context_augment; 'offline' on the
+  training set plus removed copies."""
+  c = tiny_config()
+  c.augment.mode = mode
+  c.segmentation.steps = 0
+  workdir = str(tmp_path / "cs")
+  r = cs.run(c, workdir)
+  assert 0 <= r["map_in_context"]["augmented"] <= 1
+  assert r["map_in_context"]["augmented"] != r["map_in_context"]["regular"]
+  assert says in open(os.path.join(workdir, "report.md")).read()
+
+
 @pytest.mark.parametrize("change, match", [
     (lambda c: setattr(c, "sources", ("oracle", "gt")), "experiments.train_remover"),
-    (lambda c: setattr(c.augment, "source", "generated"), "experiments.train_remover"),
+    (lambda c: (setattr(c.augment, "mode", "offline"), setattr(c.augment, "source", "generated")),
+     "experiments.train_remover"),
     (lambda c: (setattr(c, "sources", ("gt",)), setattr(c, "remover_workdir", "/nope")),
      "experiments.train_remover"),
     (lambda c: setattr(c, "sources", ("photoshop",)), "photoshop"),
     (lambda c: setattr(c, "sources", ()), "config.sources"),
     (lambda c: setattr(c.data, "test_size", 0), "config.data.test_size"),
     (lambda c: setattr(c.augment, "fraction", 1.5), "config.augment.fraction"),
+    (lambda c: setattr(c.augment, "mode", "sometimes"), "config.augment.mode"),
+    (lambda c: (setattr(c.augment, "mode", "online"), setattr(c.augment, "source", "gt")),
+     "augment.source='oracle'"),
     (lambda c: setattr(c.segmentation, "steps", -1), "config.segmentation.steps"),
     (lambda c: setattr(c, "context_classes", ("car", "clock")), "without a context rule"),
     (lambda c: setattr(c, "context_classes", ("spaceship",)), "spaceship"),

@@ -1,0 +1,74 @@
+"""Online removal augmentation ('context_augment'): objects removed inside the train step.
+
+One more "perturb the batch, then step" mode (`rsec.training.steps.make_train_step`): with
+probability p per image, one present class c is drawn; c's objects, or (half the time, if
+the image holds any) the things the context rules tie to c, are removed by re-rendering
+the SCENES layout without them (the oracle), and the targets become the labels of what is
+still visible. Every step sees fresh removals, unlike the offline `removal_augment`.
+
+SCENES layouts are dicts of arrays; they ride along in a batch flattened under the keys
+'layout/<field>' (`flatten_layout`).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rsec import checks
+from rsec.data import scenes
+
+PREFIX = "layout/"
+
+
+def flatten_layout(layout: dict) -> dict[str, np.ndarray]:
+  """{'layout/<field>': array [N, ...]} for the per-example arrays of `fit`'s data."""
+  return {PREFIX + k: v for k, v in layout.items()}
+
+
+def unflatten_layout(batch: dict) -> dict:
+  return {k[len(PREFIX):]: v for k, v in batch.items() if k.startswith(PREFIX)}
+
+
+def make_context_augment(ctx: np.ndarray, size: int, prob: float) -> Callable:
+  """perturb(variables, key, batch) -> batch for multi-label SCENES training.
+
+  Args:
+    ctx: bool [K, K] context table (`rsec.context.sensitivity.context_table`).
+    size: image side of the batch's images.
+    prob: probability that an image (with at least one object) gets a removal.
+  The batch holds 'image' [B, size, size, 3], 'targets' [B, K] and the flattened layout;
+  'image' and 'targets' are replaced, everything else is kept.
+  """
+  checks.check_finite_scalar("prob", prob, low=0.0, high=1.0)
+  ctx = jnp.asarray(ctx, bool)
+
+  def choose(key, targets):
+    """The classes [K] to remove from one image."""
+    k1, k2 = jax.random.split(key)
+    present = targets > 0
+    c = jax.random.categorical(k1, jnp.where(present, 0.0, -jnp.inf))
+    context = ctx[c] & present
+    use_context = context.any() & (jax.random.uniform(k2) < 0.5)
+    return jnp.where(use_context, context, jax.nn.one_hot(c, ctx.shape[0]) > 0)
+
+  def perturb(variables, key, batch):
+    del variables
+    layouts = unflatten_layout(batch)
+    if "cls" not in layouts:
+      raise ValueError("context_augment needs the scene layouts in the batch "
+                       "(flatten_layout(data['layout']))")
+    x, targets = batch["image"], batch["targets"]
+    b = x.shape[0]
+    k_cls, k_apply = jax.random.split(key)
+    remove_cls = jax.vmap(choose)(jax.random.split(k_cls, b), targets)          # [B, K]
+    remove = jnp.take_along_axis(remove_cls, layouts["cls"], 1) & layouts["valid"]
+    out = scenes.render_traceable(layouts, ~remove, size)
+    apply = (jax.random.uniform(k_apply, (b,)) < prob) & (targets.sum(1) > 0)
+    image = jnp.where(apply[:, None, None, None], out["image"], x)
+    new_targets = jnp.where(apply[:, None], out["labels"].astype(targets.dtype), targets)
+    return dict(batch, image=image, targets=new_targets)
+
+  return perturb

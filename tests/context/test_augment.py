@@ -1,0 +1,57 @@
+"""Online removal augmentation: exact oracle removals inside the train step."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rsec.context import augment, multilabel
+from rsec.context.sensitivity import context_table
+from rsec.data import scene_rules as R
+from rsec.data import scenes
+
+
+def _batch(d, n=32):
+  return {"image": jnp.asarray(d["image"][:n]), "targets": jnp.asarray(d["labels"][:n]),
+          **jax.tree.map(lambda a: jnp.asarray(a[:n]), augment.flatten_layout(d["layout"]))}
+
+
+def test_removals_are_the_oracle_scenes(small_scenes):
+  ctx = context_table(R.ContextRules())
+  batch = _batch(small_scenes)
+  out = jax.jit(augment.make_context_augment(ctx, 32, 1.0))(None, jax.random.key(0), batch)
+  old, new = np.asarray(batch["targets"]) > 0, np.asarray(out["targets"]) > 0
+  removed = old & ~new
+  has = old.any(1)
+  assert removed[has].any(1).all()          # every image with objects lost a class
+  np.testing.assert_array_equal(np.asarray(out["image"])[~has], small_scenes["image"][:32][~has])
+  layout = jax.tree.map(lambda a: a[:32], small_scenes["layout"])
+  remove = np.take_along_axis(removed, layout["cls"], 1) & layout["valid"]
+  oracle = scenes.oracle_removal(layout, jnp.asarray(remove), size=32)
+  np.testing.assert_allclose(np.asarray(out["image"]), np.asarray(oracle["image"]), atol=1e-6)
+  np.testing.assert_array_equal(new, np.asarray(oracle["labels"]) > 0)
+
+
+def test_probability_zero_changes_nothing(small_scenes):
+  batch = _batch(small_scenes)
+  out = augment.make_context_augment(context_table(R.ContextRules()), 32, 0.0)(
+      None, jax.random.key(1), batch)
+  for k in ("image", "targets"):
+    np.testing.assert_array_equal(np.asarray(out[k]), np.asarray(batch[k]))
+
+
+def test_bad_input(small_scenes):
+  ctx = context_table(R.ContextRules())
+  with pytest.raises(ValueError, match="prob"):
+    augment.make_context_augment(ctx, 32, 1.5)
+  batch = {k: v for k, v in _batch(small_scenes).items() if not k.startswith("layout/")}
+  with pytest.raises(ValueError, match="layout"):
+    augment.make_context_augment(ctx, 32, 0.5)(None, jax.random.key(0), batch)
+
+
+def test_training_with_online_augmentation(small_scenes):
+  d = small_scenes
+  perturb = augment.make_context_augment(context_table(R.ContextRules()), 32, 0.5)
+  state = multilabel.train_multilabel(d["image"], d["labels"], model="mlp", seed=0, steps=4,
+                                      batch_size=16, steps_per_call=2, perturb=perturb,
+                                      extra=augment.flatten_layout(d["layout"]))
+  assert int(state.step) == 4
