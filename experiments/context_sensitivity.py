@@ -113,8 +113,10 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   split = lambda s, n: scenes.scene_split(s, n, c.seed, rules, c.data.size)  # noqa: E731
   train, test, ood = (split("train", c.data.train_size), split("test", c.data.test_size),
                       split("ood", c.data.ood_size))
-  aug = S.removal_augment(train, ctx, c.seed, c.augment.fraction, source=c.augment.source,
-                          remover=remover, dilation=c.dilation)
+  aug = None                        # offline: removed copies made once, added to the data
+  if c.augment.mode == "offline":
+    aug = S.removal_augment(train, ctx, c.seed, c.augment.fraction,
+                            source=c.augment.source, remover=remover, dilation=c.dilation)
   states = {"regular": _train(c, "regular", train["image"], train["labels"], workdir)}
   if c.augment.mode == "online":    # fresh oracle removals in every step (context_augment)
     states["augmented"] = _train(
@@ -152,7 +154,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
         results["artifact_control"].setdefault(name, {})[source] = m["artifact"]
   if c.segmentation.steps:
     results["segmentation"] = _segmentation(c, workdir, train, test, ood, aug, edited)
-  results["augmented_examples"] = int(len(aug["labels"]))
+  results["augmented_examples"] = 0 if aug is None else int(len(aug["labels"]))
   results["cases"] = {s: {"object": int((cs["kind"] == S.OBJECT).sum()),
                           "context": int((cs["kind"] == S.CONTEXT).sum())}
                       for s, (cs, _) in edited.items()}
@@ -168,18 +170,24 @@ def _segmentation(c, workdir, train, test, ood, aug, edited) -> dict:
   flip rate / revealed-region mIoU of every object removal, per removal source."""
   from rsec.context import segmentation as seg
   sc = c.segmentation
-  data = {"regular": (train["image"], train["semantic"]),
-          "augmented": (np.concatenate([train["image"], aug["image"]]),
-                        np.concatenate([train["semantic"], aug["semantic"]]))}
+  data = {"regular": (train["image"], train["semantic"], {})}
+  if c.augment.mode == "online":    # context_augment with the oracle's labels behind
+    data["augmented"] = (train["image"], train["semantic"], dict(
+        perturb=augment.make_context_augment(S.context_table(R.rules_from_config(
+            c.data.rules)), c.data.size, c.augment.fraction, semantic_key="label"),
+        extra={"targets": train["labels"], **augment.flatten_layout(train["layout"])}))
+  else:
+    data["augmented"] = (np.concatenate([train["image"], aug["image"]]),
+                         np.concatenate([train["semantic"], aug["semantic"]]), {})
   out = {}
-  for i, (name, (x, y)) in enumerate(data.items()):
+  for i, (name, (x, y, online)) in enumerate(data.items()):
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints", f"segmenter_{name}"),
                         {"part": f"segmenter_{name}"})
     try:
       state = seg.train_segmenter(x, y, seed=c.seed * 10 + 5 + i, steps=sc.steps,
                                   batch_size=sc.batch_size, lr=sc.lr, width=sc.width,
                                   checkpointer=ckpt, progress=c.progress,
-                                  desc=f"segmenter {name}")
+                                  desc=f"segmenter {name}", **online)
     finally:
       ckpt.close()
     pred = seg.predict(state, test["image"], c.eval_batch_size)

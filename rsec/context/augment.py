@@ -32,15 +32,18 @@ def unflatten_layout(batch: dict) -> dict:
   return {k[len(PREFIX):]: v for k, v in batch.items() if k.startswith(PREFIX)}
 
 
-def make_context_augment(ctx: np.ndarray, size: int, prob: float) -> Callable:
-  """perturb(variables, key, batch) -> batch for multi-label SCENES training.
+def make_context_augment(ctx: np.ndarray, size: int, prob: float,
+                         semantic_key: str | None = None) -> Callable:
+  """perturb(variables, key, batch) -> batch for SCENES training (multi-label or segmentation).
 
   Args:
     ctx: bool [K, K] context table (`rsec.context.sensitivity.context_table`).
     size: image side of the batch's images.
     prob: probability that an image (with at least one object) gets a removal.
+    semantic_key: for segmentation, the batch key of the per-pixel labels [B, H, W]; they
+      become the oracle's labels of the edited scene (what lies behind the removed objects).
   The batch holds 'image' [B, size, size, 3], 'targets' [B, K] and the flattened layout;
-  'image' and 'targets' are replaced, everything else is kept.
+  'image', 'targets' (and `semantic_key`) are replaced, everything else is kept.
   """
   checks.check_finite_scalar("prob", prob, low=0.0, high=1.0)
   ctx = jnp.asarray(ctx, bool)
@@ -69,6 +72,11 @@ def make_context_augment(ctx: np.ndarray, size: int, prob: float) -> Callable:
     apply = (jax.random.uniform(k_apply, (b,)) < prob) & (targets.sum(1) > 0)
     image = jnp.where(apply[:, None, None, None], out["image"], x)
     new_targets = jnp.where(apply[:, None], out["labels"].astype(targets.dtype), targets)
-    return dict(batch, image=image, targets=new_targets)
+    out_batch = dict(batch, image=image, targets=new_targets)
+    if semantic_key is not None:
+      out_batch[semantic_key] = jnp.where(apply[:, None, None],
+                                          out["semantic"].astype(batch[semantic_key].dtype),
+                                          batch[semantic_key])
+    return out_batch
 
   return perturb

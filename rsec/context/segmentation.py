@@ -27,17 +27,23 @@ def pixel_cross_entropy(logits: jax.Array, batch: dict) -> jax.Array:
 
 def train_segmenter(images: np.ndarray, semantic: np.ndarray, *, seed: int, steps: int,
                     batch_size: int, lr: float = 3e-3, width: int = 32, checkpointer=None,
-                    progress: bool = False, desc: str = "segmenter") -> TrainState:
-  """Trains a `PyramidSegmenter` on images [N, H, W, 3] and semantic maps [N, H, W]."""
+                    progress: bool = False, desc: str = "segmenter", perturb=None,
+                    extra: dict | None = None) -> TrainState:
+  """Trains a `PyramidSegmenter` on images [N, H, W, 3] and semantic maps [N, H, W].
+
+  perturb / extra: a training mode's batch perturbation (its per-pixel labels are under
+  'label') and the per-example arrays it needs, as in `multilabel.train_multilabel`.
+  """
   if semantic.shape != images.shape[:3]:
     raise ValueError(f"semantic must have shape {images.shape[:3]} (one label per pixel), "
                      f"got {semantic.shape}")
   net = PyramidSegmenter(num_classes=R.NUM_LABELS, width=width)
   tx = optax.adam(optax.cosine_decay_schedule(lr, steps))
   state = create_train_state(net, tx, jax.random.key(seed), (1,) + images.shape[1:])
-  data = {"image": images, "label": semantic.astype(np.int32)}
+  data = {"image": images, "label": semantic.astype(np.int32), **(extra or {})}
   state, _ = fit(state, data, key=jax.random.key(seed + 1), batch_size=batch_size,
-                 num_steps=steps, seed=seed, loss_fn=pixel_cross_entropy, steps_per_call=10,
+                 num_steps=steps, seed=seed, loss_fn=pixel_cross_entropy, perturb=perturb,
+                 steps_per_call=10,
                  checkpointer=checkpointer, checkpoint_every=max(steps, 1), progress=progress,
                  desc=desc)
   return state

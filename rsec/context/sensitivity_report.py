@@ -145,8 +145,7 @@ def write(workdir: str, c, results: dict, test: dict, edited: dict) -> None:
   v_reg = results["violation_rate"]["regular"][main]["mean"]
   v_aug = results["violation_rate"]["augmented"][main]["mean"]
   how = (f"online: context_augment, a fresh oracle removal with probability "
-         f"{c.augment.fraction} per image and step; the segmenters use "
-         f"{results['augmented_examples']} offline removals" if c.augment.mode == "online"
+         f"{c.augment.fraction} per image and step" if c.augment.mode == "online"
          else f"{c.augment.source} removals on {results['augmented_examples']} extra images")
   verdict = (f"Augmentation ({how}) moves the mean violation rate ({main}) from {v_reg:.3f} to "
              f"{v_aug:.3f} ({'cut by at least half' if v_aug <= v_reg / 2 else 'NOT cut by half'}),"

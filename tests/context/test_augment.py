@@ -29,6 +29,11 @@ def test_removals_are_the_oracle_scenes(small_scenes):
   oracle = scenes.oracle_removal(layout, jnp.asarray(remove), size=32)
   np.testing.assert_allclose(np.asarray(out["image"]), np.asarray(oracle["image"]), atol=1e-6)
   np.testing.assert_array_equal(new, np.asarray(oracle["labels"]) > 0)
+  # Segmentation: the per-pixel labels become the oracle's labels of the edited scene.
+  seg = dict(batch, label=jnp.asarray(small_scenes["semantic"][:32]))
+  out2 = augment.make_context_augment(ctx, 32, 1.0, semantic_key="label")(
+      None, jax.random.key(0), seg)
+  np.testing.assert_array_equal(np.asarray(out2["label"]), np.asarray(oracle["semantic"]))
 
 
 def test_probability_zero_changes_nothing(small_scenes):

@@ -34,7 +34,7 @@ def test_end_to_end_and_resume(tmp_path):
     assert set(v) == {"car", "sign", "chair", "table", "dog", "person", "mean"}
     assert all(np.isnan(x) or 0 <= x <= 1 for x in v.values())
     assert len(saved["score_change"][model]["oracle"]) == 8
-  assert saved["augmented_examples"] > 0
+  assert saved["augmented_examples"] == 0     # online augmentation (the default)
   for model in ("regular", "augmented"):
     s = saved["segmentation"][model]
     assert 0 <= s["miou_in_context"] <= 1 and 0 <= s["miou_out_of_context"] <= 1
@@ -56,12 +56,13 @@ def test_augmentation_modes(tmp_path, mode, says):
   training set plus removed copies."""
   c = tiny_config()
   c.augment.mode = mode
-  c.segmentation.steps = 0
+  c.segmentation.steps = 2
   workdir = str(tmp_path / "cs")
   r = cs.run(c, workdir)
   assert 0 <= r["map_in_context"]["augmented"] <= 1
   assert r["map_in_context"]["augmented"] != r["map_in_context"]["regular"]
   assert says in open(os.path.join(workdir, "report.md")).read()
+  assert (r["augmented_examples"] > 0) == (mode == "offline")
 
 
 @pytest.mark.parametrize("change, match", [
