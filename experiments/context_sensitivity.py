@@ -153,7 +153,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
       if "artifact" in m:
         results["artifact_control"].setdefault(name, {})[source] = m["artifact"]
   if c.segmentation.steps:
-    results["segmentation"] = _segmentation(c, workdir, train, test, ood, aug, edited)
+    results["segmentation"] = _segmentation(c, workdir, train, test, ood, aug, edited, ctx)
   results["augmented_examples"] = 0 if aug is None else int(len(aug["labels"]))
   results["cases"] = {s: {"object": int((cs["kind"] == S.OBJECT).sum()),
                           "context": int((cs["kind"] == S.CONTEXT).sum())}
@@ -165,7 +165,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   return results
 
 
-def _segmentation(c, workdir, train, test, ood, aug, edited) -> dict:
+def _segmentation(c, workdir, train, test, ood, aug, edited, ctx) -> dict:
   """Regular and removal-augmented segmenters: mIoU in and out of context, and the pixel
   flip rate / revealed-region mIoU of every object removal, per removal source."""
   from rsec.context import segmentation as seg
@@ -173,12 +173,17 @@ def _segmentation(c, workdir, train, test, ood, aug, edited) -> dict:
   data = {"regular": (train["image"], train["semantic"], {})}
   if c.augment.mode == "online":    # context_augment with the oracle's labels behind
     data["augmented"] = (train["image"], train["semantic"], dict(
-        perturb=augment.make_context_augment(S.context_table(R.rules_from_config(
-            c.data.rules)), c.data.size, c.augment.fraction, semantic_key="label"),
+        perturb=augment.make_context_augment(ctx, c.data.size, c.augment.fraction,
+                                             semantic_key="label"),
         extra={"targets": train["labels"], **augment.flatten_layout(train["layout"])}))
   else:
     data["augmented"] = (np.concatenate([train["image"], aug["image"]]),
                          np.concatenate([train["semantic"], aug["semantic"]]), {})
+  removals = {}                     # per source: the object cases and their oracle truth
+  for source, (cases, images) in edited.items():
+    obj = np.flatnonzero(cases["kind"] == S.OBJECT)
+    sub = {k: v[obj] for k, v in cases.items()}
+    removals[source] = (sub, images[obj], S.oracle_scenes(test, sub))
   out = {}
   for i, (name, (x, y, online)) in enumerate(data.items()):
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints", f"segmenter_{name}"),
@@ -195,12 +200,9 @@ def _segmentation(c, workdir, train, test, ood, aug, edited) -> dict:
          "miou_out_of_context": seg.miou(seg.predict(state, ood["image"], c.eval_batch_size),
                                          ood["semantic"]),
          "pixel_flip_rate": {}, "revealed_miou": {}}
-    for source, (cases, images) in edited.items():
-      obj = np.flatnonzero(cases["kind"] == S.OBJECT)
-      sub = {k: v[obj] for k, v in cases.items()}
-      oracle = S.oracle_scenes(test, sub)
+    for source, (sub, images, oracle) in removals.items():
       effects = seg.removal_effects(pred[sub["img"]],
-                                    seg.predict(state, images[obj], c.eval_batch_size),
+                                    seg.predict(state, images, c.eval_batch_size),
                                     oracle["removed"], test["semantic"][sub["img"]],
                                     oracle["semantic"], dilation=max(c.dilation, 1))
       r["pixel_flip_rate"][source] = effects["pixel_flip_rate"]

@@ -7,8 +7,8 @@ names the full key (e.g. `config.training.batch_size`) in its `ValueError`.
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 import sys
 from typing import Any, Callable, Iterable
 

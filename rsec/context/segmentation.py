@@ -43,9 +43,8 @@ def train_segmenter(images: np.ndarray, semantic: np.ndarray, *, seed: int, step
   data = {"image": images, "label": semantic.astype(np.int32), **(extra or {})}
   state, _ = fit(state, data, key=jax.random.key(seed + 1), batch_size=batch_size,
                  num_steps=steps, seed=seed, loss_fn=pixel_cross_entropy, perturb=perturb,
-                 steps_per_call=10,
-                 checkpointer=checkpointer, checkpoint_every=max(steps, 1), progress=progress,
-                 desc=desc)
+                 steps_per_call=10, checkpointer=checkpointer,
+                 checkpoint_every=max(steps, 1), progress=progress, desc=desc)
   return state
 
 

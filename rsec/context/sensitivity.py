@@ -144,18 +144,21 @@ def apply_removals(data: dict, cases: dict, source: str, *, remover: dict | None
 
 
 def oracle_scenes(data: dict, cases: dict, batch_size: int = 128) -> dict[str, np.ndarray]:
-  """What the oracle knows about each case's removal: 'semantic' [M, H, W] labels of the
-  scene without the removed objects, and 'removed' [M, H, W] bool, every pixel the
-  removed objects covered (amodal masks: the only pixels removal changes)."""
+  """What the oracle knows about each case's removal: 'image' [M, H, W, 3] and 'semantic'
+  [M, H, W] labels of the scene without the removed objects, and 'removed' [M, H, W] bool,
+  every pixel the removed objects covered (amodal masks: the only pixels removal changes)."""
   size = data["image"].shape[1]
-  sem, rem = [], []
+  img, sem, rem = [], [], []
   for s in range(0, len(cases["img"]), batch_size):
     idx, remove = cases["img"][s:s + batch_size], cases["remove"][s:s + batch_size]
     layout = jax.tree.map(lambda a: np.asarray(a)[idx], data["layout"])
     slots = _slot_remove(layout, remove)
-    sem.append(np.asarray(scenes.oracle_removal(layout, jnp.asarray(slots), size)["semantic"]))
+    out = scenes.oracle_removal(layout, jnp.asarray(slots), size)
+    img.append(np.asarray(out["image"]))
+    sem.append(np.asarray(out["semantic"]))
     rem.append((np.asarray(data["amodal"][idx]) & slots[:, :, None, None]).any(1))
-  return {"semantic": np.concatenate(sem), "removed": np.concatenate(rem)}
+  return {"image": np.concatenate(img), "semantic": np.concatenate(sem),
+          "removed": np.concatenate(rem)}
 
 
 def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -269,6 +272,8 @@ def removal_augment(data: dict, ctx: np.ndarray, seed: int, fraction: float, *,
                                                                                dtype=bool)[c]
   cases = {"img": rows.astype(np.int32), "cls": np.zeros(len(rows), np.int32),
            "kind": np.full(len(rows), OBJECT, np.int32), "remove": remove}
-  images = apply_removals(data, cases, source, remover=remover, dilation=dilation)
+  oracle = oracle_scenes(data, cases)
+  images = (oracle["image"] if source == "oracle" else
+            apply_removals(data, cases, source, remover=remover, dilation=dilation))
   return {"image": images, "labels": np.where(remove, 0.0, labels[rows]).astype(np.float32),
-          "index": rows, "semantic": oracle_scenes(data, cases)["semantic"]}
+          "index": rows, "semantic": oracle["semantic"]}

@@ -85,10 +85,12 @@ def train_classifiers(c, train: dict, workdir: str) -> dict:
   after 35% of *oracle* removals), so it would score context bias rather than removal;
   one trained on in- and out-of-context scenes ('mixed') after 3%.
   """
-  out = {}
+  out, made = {}, {}
   for i, part in enumerate(("classifier_mask", "classifier_eval")):
     pc = c[part]
-    data = classifier_data(c, train, pc.data)
+    if pc.data not in made:         # both parts usually share their data: render it once
+      made[pc.data] = classifier_data(c, train, pc.data)
+    data = made[pc.data]
     with _writer(workdir, part) as writer:
       out[part] = multilabel.train_multilabel(
           data["image"], data["labels"], model=pc.model, seed=c.seed * 10 + 7 * i + 1,
