@@ -45,6 +45,10 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
       b2=0.9,
       weight_decay=1e-4,
       steps_per_call=10,      # steps per compiled call (lax.scan)
+      # 0: fast data parallelism (agrees across device counts and hosts to float
+      # rounding). V > 0: deterministic reductions over V virtual shards, bit-identical on
+      # any layout of them (V a multiple of the device count dividing batch_size; slower).
+      virtual_shards=0,
       checkpoint_every=500,   # steps
       log_every=50,           # steps
   ))

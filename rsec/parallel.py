@@ -7,9 +7,12 @@ four fake CPU devices, or many hosts joined by `jax.distributed`.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -102,3 +105,120 @@ def map_batches(fn: Any, arrays: dict[str, np.ndarray], batch_size: int,
     for k, v in fn(batch).items():
       outs.setdefault(k, []).append(np.asarray(v)[:keep])
   return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# Deterministic reductions ("virtual shards")
+#
+# XLA's SPMD partitioner sums per-device partials in an order that depends on the device
+# count and on the all-reduce implementation (in-process, gloo, NCCL), so the fast path
+# agrees across layouts only to float rounding. The deterministic path splits every global
+# batch into a fixed number V of virtual shards (contiguous row blocks, V a multiple of the
+# device count), computes every cross-row quantity as one partial per virtual shard, and
+# adds the V partials in one fixed order on every device: all_gather (a copy, hence exact)
+# followed by an unrolled left-to-right sum. The result then depends on V only, not on
+# how the V shards are laid out on devices or hosts.
+#
+# Each device runs its V/D shards one at a time in a loop (`map_local_shards`), not under
+# vmap: XLA:CPU picks its reduction and matmul kernels by shape, and a [V/D, rows, ...]
+# batch compiles to different kernels for different V/D (measured: BatchNorm-style sums
+# over [V/D, 5, 2, 2, 64] differ in the last bit between V/D = 1, 2 and 4, and so does a
+# [25, 576] x [576, 100] matmul batched over 1 vs 2 shards). A loop body sees one shard of
+# the same shape on every layout, so it runs the same kernels.
+
+def check_virtual_shards(virtual_shards: int, batch_size: int, num_devices: int,
+                         name: str = "training.virtual_shards") -> None:
+  """ValueError unless `virtual_shards` is 0 (off) or a multiple of `num_devices` that
+  divides `batch_size`."""
+  v = virtual_shards
+  if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+    raise ValueError(f"{name}={v!r} must be 0 (off) or a positive integer")
+  if v == 0:
+    return
+  if v % num_devices:
+    raise ValueError(f"{name}={v} must be a multiple of the number of devices "
+                     f"({num_devices})")
+  if batch_size % v:
+    raise ValueError(f"{name}={v} must divide the global batch size ({batch_size})")
+
+
+def ordered_sum(stacked: Any) -> Any:
+  """Sum over the leading axis of every leaf in a fixed left-to-right order.
+
+  An unrolled chain of adds: XLA does not reassociate floating-point adds, whereas a
+  `reduce` may be split, vectorised or tree-reduced differently per program.
+  """
+  def one(x):
+    out = x[0]
+    for i in range(1, x.shape[0]):
+      out = out + x[i]
+    return out
+  return jax.tree.map(one, stacked)
+
+
+def det_sum_local_shards(local: Any) -> Any:
+  """Inside `shard_map` over 'batch': the exact-order sum of per-virtual-shard partials.
+
+  `local` leaves are [V/D, ...] (this device's virtual shards, in order); returns the sum
+  over all V shards of all devices (all_gather, then `ordered_sum`), the same bits on
+  every device and every layout.
+  """
+  gathered = jax.tree.map(lambda x: jax.lax.all_gather(x, BATCH_AXIS, tiled=True), local)
+  return ordered_sum(gathered)
+
+
+def map_local_shards(fn: Any, xs: Any, *consts: Any) -> Any:
+  """`fn(x, *consts)` over the leading axis of `xs` ([V/D, ...] leaves), one shard per
+  loop iteration; outputs stacked [V/D, ...].
+
+  Makes the loop body (one shard) the same program on every layout:
+  - the trip count goes through an optimization barrier, so XLA can neither unroll the
+    loop nor inline a one-trip loop into its surroundings;
+  - `consts` (parameters, statistics: everything `fn` reads besides its shard; `fn` must
+    not close over traced values) pass through a barrier together with the loop index,
+    so XLA cannot hoist computations on them out of the body. Hoisted code is fused with
+    layout-dependent neighbours, and XLA:CPU contracts a*b+c into a fused multiply-add
+    only inside one fused kernel, so fusion decides the rounding.
+  """
+  n = jax.tree.leaves(xs)[0].shape[0]
+  first = jax.tree.map(lambda x: x[0], xs)
+  out = jax.eval_shape(fn, first, *consts)
+  init = jax.tree.map(lambda s: jnp.zeros((n,) + s.shape, s.dtype), out)
+
+  def body(i, acc):
+    i_pinned, cs = jax.lax.optimization_barrier((i, consts))
+    x = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i_pinned, keepdims=False), xs)
+    y = fn(x, *cs)
+    return jax.tree.map(lambda a, v: jax.lax.dynamic_update_index_in_dim(a, v, i, 0), acc, y)
+  trips = jax.lax.optimization_barrier(jnp.int32(n))
+  return jax.lax.fori_loop(0, trips, body, init)
+
+
+class BatchStatsPlan:
+  """What BatchNorm layers do inside one deterministic per-shard forward pass.
+
+  `stats[i]` ([2, C] sums of x and x^2 over the whole global batch, or None while probing)
+  normalises the i-th BatchNorm call; each call appends its own shard's partial sums to
+  `partials`. The train step computes `stats` layer by layer from the partials.
+  """
+
+  def __init__(self, stats: list | None, num_shards: int):
+    self.stats, self.num_shards, self.partials = stats, num_shards, []
+
+
+_PLAN: contextvars.ContextVar[BatchStatsPlan | None] = contextvars.ContextVar(
+    "rsec_batch_stats_plan", default=None)
+
+
+@contextlib.contextmanager
+def batch_stats_plan(plan: BatchStatsPlan):
+  """Trace-time switch for `rsec.models.layers.BatchNorm` (see `BatchStatsPlan`)."""
+  token = _PLAN.set(plan)
+  try:
+    yield plan
+  finally:
+    _PLAN.reset(token)
+
+
+def current_batch_stats_plan() -> BatchStatsPlan | None:
+  return _PLAN.get()

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rsec.models.layers import PatchConv
+from rsec.models.layers import BatchNorm, PatchConv
 from rsec.registry import Registry
 
 MODELS: Registry[type[nn.Module]] = Registry("model")
@@ -32,10 +32,10 @@ class PaperClassifier(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     for c in self.channels:
       x = PatchConv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False)(x)
-      x = nn.relu(nn.BatchNorm(use_running_average=not train, **_BN)(x))
+      x = nn.relu(BatchNorm(use_running_average=not train, **_BN)(x))
     x = x.reshape((x.shape[0], -1))
     x = nn.Dense(self.hidden, use_bias=False)(x)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, **_BN)(x))
+    x = nn.relu(BatchNorm(use_running_average=not train, **_BN)(x))
     return nn.Dense(self.num_classes)(x)
 
 
@@ -50,7 +50,7 @@ class MLP(nn.Module):
     x = x.reshape((x.shape[0], -1))
     for h in self.hidden:
       x = nn.Dense(h, use_bias=False)(x)
-      x = nn.relu(nn.BatchNorm(use_running_average=not train, **_BN)(x))
+      x = nn.relu(BatchNorm(use_running_average=not train, **_BN)(x))
     return nn.Dense(self.num_classes)(x)
 
 
@@ -60,7 +60,7 @@ class _BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    bn = lambda: nn.BatchNorm(use_running_average=not train, **_BN)
+    bn = lambda: BatchNorm(use_running_average=not train, **_BN)
     y = PatchConv(self.channels, (3, 3), self.strides, padding="SAME", use_bias=False)(x)
     y = nn.relu(bn()(y))
     y = PatchConv(self.channels, (3, 3), padding="SAME", use_bias=False)(y)
@@ -80,7 +80,7 @@ class SmallResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = PatchConv(self.stages[0], (3, 3), padding="SAME", use_bias=False)(x)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, **_BN)(x))
+    x = nn.relu(BatchNorm(use_running_average=not train, **_BN)(x))
     for i, c in enumerate(self.stages):
       x = _BasicBlock(c, 1 if i == 0 else 2)(x, train)
     x = jnp.mean(x, axis=(1, 2))

@@ -5,6 +5,9 @@ matmul. On XLA:CPU, native convolutions inside `lax.scan`/`fori_loop` bodies (wh
 rsec's training steps and attacks run) were measured 5-10x slower than this form, and
 its gradients are pads and matmuls, which stay fast. Parameters have `nn.Conv`'s names and
 layout (`kernel` [kh, kw, in, out], `bias` [out]), so weights move freely between the two.
+
+`BatchNorm` is flax's, plus the deterministic cross-shard statistics of the virtual-shard
+train step (`rsec.training.steps.make_train_step(virtual_shards=...)`).
 """
 from __future__ import annotations
 
@@ -13,6 +16,9 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from rsec import parallel
 
 
 def _pads(padding, kernel: Sequence[int], strides: Sequence[int], spatial: Sequence[int]):
@@ -63,3 +69,49 @@ class PatchConv(nn.Module):
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
     return y
+
+
+class BatchNorm(nn.BatchNorm):
+  """`flax.linen.BatchNorm` with a deterministic cross-shard mode; same variables.
+
+  Outside `rsec.parallel.batch_stats_plan` (the default) this is flax's BatchNorm
+  unchanged: same code, numerics, parameter ('scale', 'bias') and 'batch_stats' ('mean',
+  'var') names, so checkpoints move freely between the two. Inside it (the deterministic
+  train step, which runs the model on one virtual shard at a time), a training-mode call
+  records its shard's sums of x and x^2 and normalises with the global sums the plan
+  provides, so the statistics are those of the whole global batch, computed in a fixed
+  order. Same formula as flax's default (E[x^2] - E[x]^2, clipped at 0).
+  """
+
+  @nn.compact
+  def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+    plan = parallel.current_batch_stats_plan()
+    use_ra = nn.merge_param("use_running_average", self.use_running_average,
+                            use_running_average)
+    if plan is None or use_ra or self.is_initializing():
+      return super().__call__(x, use_running_average, mask=mask)
+    if mask is not None or self.axis != -1 or not self.use_fast_variance:
+      raise ValueError("deterministic BatchNorm supports axis=-1, use_fast_variance=True "
+                       "and no mask")
+    axes = tuple(range(x.ndim - 1))
+    features = (x.shape[-1],)
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    partial = jnp.stack([xf.sum(axes), jnp.square(xf).sum(axes)])
+    i = len(plan.partials)
+    plan.partials.append(partial)
+    sums = jnp.zeros_like(partial) if plan.stats is None else plan.stats[i]
+    count = plan.num_shards * int(np.prod([x.shape[a] for a in axes]))
+    mean, mean2 = sums[0] / count, sums[1] / count
+    var = jnp.maximum(0.0, mean2 - jnp.square(mean))
+    ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32),
+                            features)
+    ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), features)
+    ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+    ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    mul = jax.lax.rsqrt(var + self.epsilon)
+    if self.use_scale:
+      mul = mul * self.param("scale", self.scale_init, features, self.param_dtype)
+    y = (xf - mean) * mul
+    if self.use_bias:
+      y = y + self.param("bias", self.bias_init, features, self.param_dtype)
+    return y.astype(self.dtype or jnp.result_type(x, self.param_dtype))

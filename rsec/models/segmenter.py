@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from rsec.models.classifiers import _BN
-from rsec.models.layers import PatchConv
+from rsec.models.layers import BatchNorm, PatchConv
 
 
 class _ConvBN(nn.Module):
@@ -26,7 +26,7 @@ class _ConvBN(nn.Module):
     pad = (self.kernel - self.stride + 1) // 2
     x = PatchConv(self.features, (self.kernel, self.kernel), strides=(self.stride,) * 2,
                   padding=((pad, self.kernel - self.stride - pad),) * 2, use_bias=False)(x)
-    return nn.relu(nn.BatchNorm(use_running_average=not train, **_BN)(x))
+    return nn.relu(BatchNorm(use_running_average=not train, **_BN)(x))
 
 
 def _resize(x: jax.Array, h: int, w: int) -> jax.Array:

@@ -51,6 +51,8 @@ def validate_train_config(c: ml_collections.ConfigDict) -> None:
     if cfg_lib.get(c, key) % n:
       raise ValueError(f"config.{key}={cfg_lib.get(c, key)} must be divisible by the number "
                        f"of devices ({n})")
+  parallel.check_virtual_shards(c.training.get("virtual_shards", 0), c.training.batch_size, n,
+                                name="config.training.virtual_shards")
   if c.training.batch_size > c.data.train_size:
     raise ValueError(f"config.training.batch_size={c.training.batch_size} is larger than "
                      f"config.data.train_size={c.data.train_size}")
@@ -113,7 +115,8 @@ def train_classifier(c: ml_collections.ConfigDict, data: ClassificationData, wor
         state, data.train, key=jax.random.fold_in(jax.random.key(c.seed), 1),
         batch_size=t.batch_size, num_steps=num_steps, seed=c.seed, mesh=mesh, perturb=mode.perturb,
         loss_fn=mode.loss,
-        steps_per_call=t.steps_per_call, checkpointer=ckpt, checkpoint_every=t.checkpoint_every,
+        steps_per_call=t.steps_per_call, virtual_shards=t.get("virtual_shards", 0),
+        checkpointer=ckpt, checkpoint_every=t.checkpoint_every,
         writer=writer, log_every=t.log_every, progress=progress)
     test = evaluate(state, data.test["image"], data.test["label"],
                     batch_size=c.eval.batch_size, mesh=mesh)

@@ -55,7 +55,7 @@ class EpochSampler:
 def fit(state: TrainState, data: Mapping[str, np.ndarray], *, key: jax.Array, batch_size: int,
         num_steps: int, seed: int = 0, mesh: jax.sharding.Mesh | None = None,
         perturb: Callable | None = None, loss_fn: Callable | None = None,
-        steps_per_call: int = 8,
+        steps_per_call: int = 8, virtual_shards: int = 0,
         checkpointer: Checkpointer | None = None, checkpoint_every: int = 1000,
         writer: MetricWriter | None = None, log_every: int = 100, progress: bool = True,
         desc: str = "train") -> tuple[TrainState, FitStats]:
@@ -69,12 +69,19 @@ def fit(state: TrainState, data: Mapping[str, np.ndarray], *, key: jax.Array, ba
     perturb, loss_fn: the training mode's perturbation and loss (`rsec.training.modes`).
     steps_per_call: steps per compiled call (`lax.scan`); chunks end at checkpoint
       boundaries and are padded with no-op slots so the call compiles once.
+    virtual_shards: 0 (default): the fast path. V > 0: deterministic reductions over V
+      virtual shards (`make_train_step`): parameters, BatchNorm statistics, optimizer
+      state and metrics are bit-identical on any number of devices and hosts holding the
+      same V shards (on XLA:CPU: hosts with equal local device counts). Slower (about 4x
+      for the paper classifier). V must be a multiple of the device count and divide
+      batch_size.
     checkpointer: if given, the run resumes from its latest checkpoint and saves every
       `checkpoint_every` steps and at the end.
   Returns the trained state and timing statistics.
   """
   mesh = mesh or parallel.data_mesh()
   parallel.check_batch_divisible(batch_size, mesh, "batch_size")
+  parallel.check_virtual_shards(virtual_shards, batch_size, mesh.devices.size)
   if "image" not in data or "label" not in data:
     raise ValueError(f"data must hold 'image' and 'label' arrays, got keys {sorted(data)}")
   sampler = EpochSampler(len(data["label"]), batch_size, seed)
@@ -91,7 +98,8 @@ def fit(state: TrainState, data: Mapping[str, np.ndarray], *, key: jax.Array, ba
   if start >= num_steps:
     return state, FitStats(0, 0.0, 0.0)
 
-  multi = make_multi_step(make_train_step(perturb, loss_fn), mesh)
+  multi = make_multi_step(
+      make_train_step(perturb, loss_fn, virtual_shards=virtual_shards, mesh=mesh), mesh)
   k = max(1, min(steps_per_call, num_steps))
 
   def chunk(s0: int):

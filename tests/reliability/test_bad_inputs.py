@@ -105,6 +105,8 @@ CASES = [
     # Training loop
     ("batch not divisible by devices", lambda t: fit(_state(), _data(), key=jax.random.key(0), batch_size=30, num_steps=1, progress=False), "divisible by the number of devices"),
     ("data without labels", lambda t: fit(_state(), {"image": _data()["image"]}, key=jax.random.key(0), batch_size=40, num_steps=1, progress=False), "'label'"),
+    ("virtual shards not a multiple of the devices", lambda t: fit(_state(), _data(), key=jax.random.key(0), batch_size=40, num_steps=1, virtual_shards=6, progress=False), r"training\.virtual_shards=6 must be a multiple of the number of devices"),
+    ("virtual shards not dividing the batch", lambda t: fit(_state(), _data(), key=jax.random.key(0), batch_size=40, num_steps=1, virtual_shards=16, progress=False), r"training\.virtual_shards=16 must divide the global batch size \(40\)"),
     ("fewer examples than a batch", lambda t: fit(_state(), _data(20), key=jax.random.key(0), batch_size=40, num_steps=1, progress=False), "fewer than batch_size"),
     ("evaluate on nothing", lambda t: evaluate(_state(), _data()["image"][:0], _data()["label"][:0], batch_size=40), "empty"),
     ("restore with no checkpoint", lambda t: Checkpointer(os.path.join(t, "none"), {}).restore(_state()), "no checkpoint"),
@@ -119,6 +121,8 @@ CASES = [
     ("b1 above 1", lambda t: validate_train_config(_cfg(training__b1=1.5)), r"config\.training\.b1"),
     ("negative weight decay", lambda t: validate_train_config(_cfg(training__weight_decay=-1.0)), r"config\.training\.weight_decay"),
     ("zero steps per call", lambda t: validate_train_config(_cfg(training__steps_per_call=0)), r"config\.training\.steps_per_call"),
+    ("virtual shards not dividing the batch (config)", lambda t: validate_train_config(_cfg(training__virtual_shards=8)), r"config\.training\.virtual_shards=8 must divide the global batch size"),
+    ("negative virtual shards (config)", lambda t: validate_train_config(_cfg(training__virtual_shards=-4)), r"config\.training\.virtual_shards=-4"),
     ("eval batch not divisible", lambda t: validate_train_config(_cfg(eval__batch_size=30)), r"config\.eval\.batch_size=30"),
     ("unknown mode", lambda t: validate_train_config(_cfg(training__mode="magic")), r"config\.training\.mode"),
     ("unknown training attack", lambda t: validate_train_config(_cfg(training__mode="adversarial", training__attack__name="deepfool")), r"config\.training\.attack\.name"),

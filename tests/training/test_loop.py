@@ -87,6 +87,32 @@ def test_one_device_and_four_devices_agree():
   assert np.mean(preds[0] == preds[1]) >= 0.99
 
 
+def test_virtual_shards_one_and_four_devices_bit_identical():
+  """Deterministic reductions (training.virtual_shards = 4): the same global batch on 1
+  device (4 shards each) and on 4 devices (1 shard each) gives the same bits in every
+  leaf of the parameters, BatchNorm statistics, Adam state and the per-step metrics."""
+  assert jax.device_count() == 4, "tests run with 4 fake CPU devices (see conftest.py)"
+  data = _data()
+  out = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = parallel.data_mesh(devices)
+    step = steps_lib.make_train_step(virtual_shards=4, mesh=mesh)
+    multi = steps_lib.make_multi_step(step, mesh)
+    state, metrics = parallel.replicate(_state(), mesh), []
+    for s0 in (0, 3):   # two scanned calls of three steps
+      idx = np.arange(s0 * 40, s0 * 40 + 120).reshape(3, 40) % 400
+      batches = parallel.shard_batch({k: v[idx] for k, v in data.items()}, mesh, axis=1)
+      steps = jnp.arange(s0, s0 + 3, dtype=jnp.int32)
+      state, m = multi(state, batches, jax.random.key(1), steps, jnp.ones(3, bool))
+      metrics.append(m)
+    out.append(jax.tree.map(np.asarray, jax.device_get((state.checkpoint_tree(), metrics))))
+  one, four = (jax.tree_util.tree_flatten_with_path(o)[0] for o in out)
+  assert len(one) == len(four) > 50
+  for (path, a), (_, b) in zip(one, four):
+    assert a.dtype == b.dtype and np.array_equal(a, b), jax.tree_util.keystr(path)
+  assert int(out[0][0]["step"]) == 6 and np.all(out[0][1][1]["finite"] == 1)
+
+
 def test_batch_not_divisible_by_devices():
   with pytest.raises(ValueError, match="batch_size=30 must be divisible by the number of devices"):
     fit(_state(), _data(), key=jax.random.key(1), batch_size=30, num_steps=2, progress=False)
