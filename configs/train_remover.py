@@ -41,10 +41,14 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
       stuff_only=True,        # hole L1 only where the target is stuff (not an object)
       coarse_iters=200,       # >0: predict a residual over a diffusion fill (coarse-to-fine)
   ))
+  # Loss weights: rsec.context.maskgen.make_maskgen_step. Chosen by a sweep on the quick
+  # base (BUILD_NOTES "Mask generator"): a larger area weight trades removal success for
+  # tighter masks and fewer false removals.
   c.mask_generator = ml_collections.ConfigDict(dict(
-      channels=(16, 32, 32), d_channels=(16, 32, 64), steps=800, batch_size=32, lr=2e-3,
-      d_lr=1e-3, area_weight=1.0, keep_weight=1.0, adv_weight=0.01, smooth_weight=0.05,
-      steps_per_call=20, checkpoint_every=500))
+      channels=(16, 32, 32), d_channels=(16, 32, 64), steps=2000, batch_size=32, lr=1e-3,
+      d_lr=1e-3, area_weight=8.0, keep_weight=1.0, preserve_weight=1.0,
+      exclusive_weight=1.0, adv_weight=0.01, smooth_weight=0.2, logit_bound=3.0,
+      bound_weight=1.0, steps_per_call=20, checkpoint_every=500))
   c.progress = False
   if preset == "quick":
     pass
@@ -55,6 +59,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
       part.steps = 5000
     c.inpainter.channels, c.inpainter.steps = (32, 64, 64), 20_000
     c.mask_generator.channels, c.mask_generator.steps = (32, 64, 64), 10_000
+    c.mask_generator.batch_size, c.mask_generator.area_weight = 64, 16.0
   else:
     raise ValueError(f"unknown preset {preset!r}; expected 'quick' or 'paper'")
   return c

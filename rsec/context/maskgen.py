@@ -1,10 +1,22 @@
 """Training the mask generator from image-level labels only (Shetty et al., NeurIPS 2018).
 
 For an image x with present classes y [K] and a target t among them, the generator's mask
-is binarised straight-through, the frozen in-painter fills it, and a frozen multi-label
-classifier scores the edit. Losses: the target's score goes to 0, the other present
-classes' scores stay at 1, a mask-size prior (mean area), and a realism critic (a
-PatchGAN telling edits from real images).
+m is binarised straight-through and scored by a frozen multi-label classifier on two edits:
+- deletion (the paper's): the frozen in-painter fills m; t's score must fall and the other
+  present classes' scores must stay;
+- preservation (Dabkowski & Gal's "smallest sufficient region"): x's pixels inside m are
+  pasted onto the next image of the batch; t must be detected there when that image lacks
+  t (`preserve`), and x's other classes must not (`exclusive`: covering a neighbour
+  pastes it too).
+plus a mask-area prior, a total-variation term, a realism critic (a PatchGAN telling
+deletions from real images) and a bound on the mask logits.
+
+Why preservation: with deletion alone an empty mask is an absorbing state (outside the
+mask the fill equals the image, so a pixel gets no removal gradient until it is already
+removed), and the quick remover's generator collapsed to empty masks (removal success 0).
+Preservation pulls the mask onto the target from any state. Why the logit bound: the
+hard forward pass ignores the logits' size, so the losses push them outward until the
+sigmoid saturates and the straight-through gradient vanishes: the second way to die.
 """
 from __future__ import annotations
 
@@ -32,38 +44,56 @@ def sample_targets(key: jax.Array, labels: jax.Array) -> jax.Array:
   return jax.random.categorical(key, jnp.where(labels > 0, 0.0, -1e9)).astype(jnp.int32)
 
 
-def make_maskgen_step(inpaint_fn: Callable, logits_fn: Callable, *, area_weight: float = 1.0,
-                      keep_weight: float = 1.0, adv_weight: float = 0.01,
-                      smooth_weight: float = 0.05) -> Callable:
-  """`step(state, batch, key)`; batch: 'image' [B, H, W, 3], 'targets' [B, K].
+def make_maskgen_step(inpaint_fn: Callable, logits_fn: Callable, *, area_weight: float = 8.0,
+                      keep_weight: float = 1.0, preserve_weight: float = 1.0,
+                      exclusive_weight: float = 1.0, adv_weight: float = 0.01,
+                      smooth_weight: float = 0.2, logit_bound: float = 3.0,
+                      bound_weight: float = 1.0) -> Callable:
+  """`step(state, batch, key)`; batch: 'image' [B, H, W, 3], 'targets' [B, K] in {0, 1}.
 
   inpaint_fn(x, m [B, H, W, 1]) -> G [B, H, W, 3] and logits_fn(x) -> [B, K] are frozen.
+  The fill is treated as data (no gradient through the in-painter): the mask learns from
+  what the composite shows, which is cheaper and stable. Preservation pairs image i with
+  image i - 1 (a roll of the batch), so the batch size must be at least 2.
+  Weights: area on the mean binarised area (a fraction of the image), logit_bound on
+  mean(relu(|logit| - logit_bound)^2).
   """
 
   def step(state: GanState, batch, key):
     x, y = batch["image"], batch["targets"]
+    b = x.shape[0]
     t = sample_targets(key, y)
     onehot = jax.nn.one_hot(t, y.shape[1])
     others = y * (1 - onehot)
+    partner, partner_y = jnp.roll(x, 1, axis=0), jnp.roll(y, 1, axis=0)
+    lacks_t = 1 - (partner_y * onehot).sum(-1)           # [B]: t is new on the partner
+    pasted_others = others * (1 - partner_y)              # x's other classes, new there
 
     def g_loss(gp):
-      soft = jax.nn.sigmoid(state.g_apply({"params": gp}, x, t))[..., None]
-      m = straight_through(soft)
-      edit = composite(x, m, inpaint_fn(x, m))
-      logits = logits_fn(edit)
-      remove = (jax.nn.softplus(logits) * onehot).sum(-1).mean()
-      keep = ((jax.nn.softplus(-logits) * others).sum(-1) /
+      logit = state.g_apply({"params": gp}, x, t)[..., None]
+      m = straight_through(jax.nn.sigmoid(logit))
+      fill = jax.lax.stop_gradient(inpaint_fn(x, jax.lax.stop_gradient(m)))
+      edit = composite(x, m, fill)
+      logits = logits_fn(jnp.concatenate([edit, x * m + partner * (1 - m)]))
+      deleted, pasted = logits[:b], logits[b:]
+      remove = (jax.nn.softplus(deleted) * onehot).sum(-1).mean()
+      keep = ((jax.nn.softplus(-deleted) * others).sum(-1) /
               jnp.maximum(others.sum(-1), 1)).mean()
-      area = soft.mean()
-      smooth = (jnp.abs(soft[:, 1:] - soft[:, :-1]).mean() +
-                jnp.abs(soft[:, :, 1:] - soft[:, :, :-1]).mean())
+      preserve = (((jax.nn.softplus(-pasted) * onehot).sum(-1) * lacks_t).sum() /
+                  jnp.maximum(lacks_t.sum(), 1))
+      exclusive = ((jax.nn.softplus(pasted) * pasted_others).sum() /
+                   jnp.maximum(pasted_others.sum(), 1))
+      area = m.mean()
+      smooth = (jnp.abs(m[:, 1:] - m[:, :-1]).mean() + jnp.abs(m[:, :, 1:] - m[:, :, :-1]).mean())
+      bound = (jax.nn.relu(jnp.abs(logit) - logit_bound) ** 2).mean()
       adv = bce_logits(state.d_apply({"params": state.d_params}, edit), 1.0)
-      loss = (remove + keep_weight * keep + area_weight * area + smooth_weight * smooth
-              + adv_weight * adv)
-      return loss, (edit, remove, keep, area, logits)
+      loss = (remove + keep_weight * keep + preserve_weight * preserve
+              + exclusive_weight * exclusive + area_weight * area + smooth_weight * smooth
+              + bound_weight * bound + adv_weight * adv)
+      return loss, (edit, deleted, dict(remove=remove, keep=keep, preserve=preserve,
+                                        exclusive=exclusive, area=area))
 
-    (gl, (edit, remove, keep, area, logits)), gg = jax.value_and_grad(
-        g_loss, has_aux=True)(state.g_params)
+    (gl, (edit, deleted, parts)), gg = jax.value_and_grad(g_loss, has_aux=True)(state.g_params)
     edit = jax.lax.stop_gradient(edit)
 
     def d_loss(dp):
@@ -77,9 +107,8 @@ def make_maskgen_step(inpaint_fn: Callable, logits_fn: Callable, *, area_weight:
     new = state.replace(step=state.step + 1, g_params=gp, d_params=dp, g_opt=g_opt,
                         d_opt=d_opt)
     new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
-    target_score = (jax.nn.sigmoid(logits) * onehot).sum(-1)
-    return new, {"loss": gl, "remove": remove, "keep": keep, "area": area, "d_loss": dl,
-                 "success": (target_score < 0.5).mean(),
+    target_score = (jax.nn.sigmoid(deleted) * onehot).sum(-1)
+    return new, {"loss": gl, **parts, "d_loss": dl, "success": (target_score < 0.5).mean(),
                  "finite": finite.astype(jnp.float32)}
 
   return step

@@ -35,8 +35,12 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   for part in ("classifier_mask", "classifier_eval"):
     cfg_lib.check(c, f"{part}.data", type_=str, choices=("train", "ood_train", "mixed"))
   for k in ("inpainter.adv_weight", "mask_generator.adv_weight", "mask_generator.area_weight",
-            "mask_generator.keep_weight"):
+            "mask_generator.keep_weight", "mask_generator.preserve_weight",
+            "mask_generator.exclusive_weight", "mask_generator.smooth_weight",
+            "mask_generator.bound_weight"):
     cfg_lib.check(c, k, type_=float, low=0.0)
+  cfg_lib.check(c, "mask_generator.logit_bound", type_=float, low=0.0, low_exclusive=True)
+  cfg_lib.check(c, "mask_generator.batch_size", type_=int, low=2)   # preservation pairs rows
   cfg_lib.check(c, "dilation", type_=int, low=0, high=8)
   scene_rules.make_tables(scene_rules.rules_from_config(c.data.rules))
 
@@ -125,9 +129,11 @@ def train_mask_generator(c, train: dict, inpainter, classifier, workdir: str):
                                        tuple(pc.d_channels), pc.lr, pc.d_lr)
   g_params, g_apply = inpainter.g_params, inpainter.g_apply
   inpaint_fn = lambda x, m: g_apply({"params": g_params}, x, m)
-  step = maskgen.make_maskgen_step(inpaint_fn, classifier.logits_fn(),
-                                   area_weight=pc.area_weight, keep_weight=pc.keep_weight,
-                                   adv_weight=pc.adv_weight, smooth_weight=pc.smooth_weight)
+  step = maskgen.make_maskgen_step(
+      inpaint_fn, classifier.logits_fn(), area_weight=pc.area_weight,
+      keep_weight=pc.keep_weight, preserve_weight=pc.preserve_weight,
+      exclusive_weight=pc.exclusive_weight, adv_weight=pc.adv_weight,
+      smooth_weight=pc.smooth_weight, logit_bound=pc.logit_bound, bound_weight=pc.bound_weight)
   data = {"image": train["image"], "targets": train["labels"]}
   with _writer(workdir, "mask_generator") as writer:
     return run_steps(step, state, data, key=jax.random.key(c.seed + 201),

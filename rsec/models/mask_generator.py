@@ -18,8 +18,10 @@ from rsec.models.layers import PatchConv
 class MaskGenerator(nn.Module):
   """(x [B, H, W, 3], target int [B]) -> mask logits [B, H, W] (H, W divisible by 4).
 
-  A small U-Net: the one-hot target is tiled onto the input and onto the bottleneck,
-  two stride-2 stages, dilated context blocks, and a decoder with skip connections.
+  A small U-Net (two stride-2 stages, dilated context blocks, a decoder with skip
+  connections) with one output channel per class; the target selects its channel. Each
+  class gets its own detector head instead of having to decode a one-hot class input
+  (tiling the one-hot onto the input and bottleneck learned no better, and costs more).
   """
   num_classes: int
   channels: Sequence[int] = (16, 32, 64)
@@ -28,17 +30,15 @@ class MaskGenerator(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, target: jax.Array) -> jax.Array:
     c0, c1, c2 = self.channels
-    onehot = jax.nn.one_hot(target, self.num_classes)[:, None, None, :]
-    tile = lambda h: jnp.broadcast_to(onehot, h.shape[:3] + (self.num_classes,))
-    h0 = leaky(PatchConv(c0, (3, 3))(jnp.concatenate([x, tile(x)], -1)))
+    h0 = leaky(PatchConv(c0, (3, 3))(x))
     h1 = leaky(PatchConv(c1, (4, 4), (2, 2), padding=((1, 1), (1, 1)))(h0))
-    h2 = leaky(PatchConv(c2, (4, 4), (2, 2), padding=((1, 1), (1, 1)))(h1))
-    h = jnp.concatenate([h2, tile(h2)], -1)
+    h = leaky(PatchConv(c2, (4, 4), (2, 2), padding=((1, 1), (1, 1)))(h1))
     for d in self.dilations:
       h = leaky(DilatedConv(c2, d)(h))
     h = leaky(PatchConv(c1, (3, 3))(jnp.concatenate([upsample2(h), h1], -1)))
     h = leaky(PatchConv(c0, (3, 3))(jnp.concatenate([upsample2(h), h0], -1)))
-    return PatchConv(1, (3, 3))(h)[..., 0]
+    per_class = PatchConv(self.num_classes, (3, 3))(h)
+    return jnp.take_along_axis(per_class, target[:, None, None, None], -1)[..., 0]
 
 
 def straight_through(soft: jax.Array, threshold: float = 0.5) -> jax.Array:
