@@ -61,7 +61,7 @@ def make_maskgen_step(inpaint_fn: Callable, logits_fn: Callable, *, area_weight:
 
   def step(state: GanState, batch, key):
     x, y = batch["image"], batch["targets"]
-    b = x.shape[0]
+    n = x.shape[0]
     t = sample_targets(key, y)
     onehot = jax.nn.one_hot(t, y.shape[1])
     others = y * (1 - onehot)
@@ -75,7 +75,7 @@ def make_maskgen_step(inpaint_fn: Callable, logits_fn: Callable, *, area_weight:
       fill = jax.lax.stop_gradient(inpaint_fn(x, jax.lax.stop_gradient(m)))
       edit = composite(x, m, fill)
       logits = logits_fn(jnp.concatenate([edit, x * m + partner * (1 - m)]))
-      deleted, pasted = logits[:b], logits[b:]
+      deleted, pasted = logits[:n], logits[n:]
       remove = (jax.nn.softplus(deleted) * onehot).sum(-1).mean()
       keep = ((jax.nn.softplus(-deleted) * others).sum(-1) /
               jnp.maximum(others.sum(-1), 1)).mean()
