@@ -19,6 +19,7 @@ def rules_config() -> ml_collections.ConfigDict:
             ("table", ("floor",)), ("clock", ("wall",))),
       pairs=(("car", "sign", 0.9), ("chair", "table", 0.9), ("dog", "person", 0.9)),
       second_object_prob=0.6,
+      ambiguous_stuff=(),   # (a, b, p): a and b share one look in a share p of scenes
   ))
 
 

@@ -41,6 +41,10 @@ class ContextRules:
     ties: (thing, regions) pairs: the stuff a thing stands on (its foot lies in one).
     pairs: (a, b, p): when a is placed, b is placed next to it with probability p.
     second_object_prob: probability of a second free object (with its own partner).
+    ambiguous_stuff: (a, b, p) stuff pairs: in a scene type showing both, with probability
+      p per scene the two regions share one look (that of a or b, chosen at random;
+      `rsec.data.scenes`), so nothing but the things tied to them tells them apart. Off
+      by default (empty).
   """
   scene_types: tuple[str, ...] = ("street", "indoor", "park")
   scene_probs: tuple[float, ...] = (0.4, 0.3, 0.3)
@@ -54,6 +58,7 @@ class ContextRules:
   pairs: tuple[tuple[str, str, float], ...] = (
       ("car", "sign", 0.9), ("chair", "table", 0.9), ("dog", "person", 0.9))
   second_object_prob: float = 0.6
+  ambiguous_stuff: tuple[tuple[str, str, float], ...] = ()
 
 
 def rules_from_config(c) -> ContextRules:
@@ -68,12 +73,22 @@ def rules_from_config(c) -> ContextRules:
       v = tuple((t, tuple(r)) for t, r in v)
     elif k == "scene_things":
       v = tuple(tuple(s) for s in v)
-    elif k == "pairs":
-      v = tuple((a, b, float(p)) for a, b, p in v)
+    elif k in ("pairs", "ambiguous_stuff"):
+      v = tuple(_triple(k, i, t) for i, t in enumerate(v))
     elif k in ("scene_types", "scene_probs"):
       v = tuple(v)
     kw[k] = v
   return ContextRules(**kw)
+
+
+def _triple(field: str, i: int, t) -> tuple[str, str, float]:
+  if isinstance(t, str) or len(t) != 3:
+    raise ValueError(f"{field}[{i}] must be a (name, name, probability) triple, got {t!r}")
+  a, b, p = t
+  try:
+    return (a, b, float(p))
+  except (TypeError, ValueError):
+    raise ValueError(f"{field}[{i}] probability must be a number, got {p!r}") from None
 
 
 def _index(kind: str, name: str, names: Sequence[str]) -> int:
@@ -93,6 +108,8 @@ def make_tables(rules: ContextRules) -> dict[str, np.ndarray]:
     tie: float32 [K, len(STUFF)] 1 where the thing may stand on the stuff.
     partner: int32 [K] the paired thing (-1 none); partner_prob: float32 [K].
     second_object_prob: float32 [].
+    ambiguous_a, ambiguous_b: int32 [P] stuff indices of each ambiguous pair;
+    ambiguous_prob: float32 [P] (P = 0 without the rule).
   Raises ValueError for unknown names, probabilities outside [0, 1], probabilities that
   do not sum to 1, and ties that no scene can satisfy (a thing tied to a region missing
   from a scene type it appears in).
@@ -144,9 +161,36 @@ def make_tables(rules: ContextRules) -> dict[str, np.ndarray]:
       _check_tie(rules, tie, k, present, i)
       if partner[k] >= 0 and partner_prob[k] > 0:
         _check_tie(rules, tie, partner[k], present, i)
+  amb_a, amb_b, amb_p = _ambiguous(rules, bands)
   return dict(bands=bands, scene_probs=probs.astype(np.float32), scene_things=scene_things,
               tie=tie, partner=partner, partner_prob=partner_prob,
-              second_object_prob=np.float32(rules.second_object_prob))
+              second_object_prob=np.float32(rules.second_object_prob),
+              ambiguous_a=amb_a, ambiguous_b=amb_b, ambiguous_prob=amb_p)
+
+
+def _ambiguous(rules: ContextRules, bands: np.ndarray):
+  """Validates `rules.ambiguous_stuff`: known, distinct stuff, each in at most one pair,
+  both shown by some scene type, probability in [0, 1]."""
+  a_s, b_s, p_s, used = [], [], [], set()
+  for i, t in enumerate(rules.ambiguous_stuff):
+    a, b, p = _triple("ambiguous_stuff", i, t)
+    for n in (a, b):
+      if n not in STUFF:
+        raise ValueError(f"unknown stuff {n!r} in ambiguous_stuff[{i}]; expected one of "
+                         f"{list(STUFF)}")
+      if n in used:
+        raise ValueError(f"ambiguous_stuff: {n!r} is in two pairs; each stuff may be in one")
+    if a == b:
+      raise ValueError(f"ambiguous_stuff[{i}] pairs {a!r} with itself")
+    p = checks.check_finite_scalar(f"ambiguous_stuff[{i}] probability ({a}, {b})", p,
+                                   low=0.0, high=1.0)
+    ka, kb = STUFF.index(a), STUFF.index(b)
+    if not any(ka in row and kb in row for row in bands.tolist()):
+      raise ValueError(f"ambiguous_stuff[{i}] ({a}, {b}): no scene type shows both, so the "
+                       f"rule would never apply")
+    used |= {a, b}
+    a_s.append(ka), b_s.append(kb), p_s.append(p)
+  return (np.array(a_s, np.int32), np.array(b_s, np.int32), np.array(p_s, np.float32))
 
 
 def _check_scene(name: str) -> str:

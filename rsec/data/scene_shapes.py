@@ -78,10 +78,12 @@ def thing_colour(cls, colour, u, v, noise) -> jnp.ndarray:
   return jnp.clip(base * shade[..., None], 0, 1)
 
 
-def stuff_colours(x, y, noise, edges, tint) -> jnp.ndarray:
+def stuff_colours(x, y, noise, edges, tint, markings=True) -> jnp.ndarray:
   """RGB [len(STUFF), H, W, 3] of every stuff texture at every pixel.
 
-  edges: [3, H, W] band boundaries (y of each) at every pixel column.
+  edges: [3, H, W] band boundaries (y of each) at every pixel column. markings: bool scalar,
+  draw the road's lane markings (they mark the middle of the road band, so a road that
+  shares its look with another stuff goes without them).
   """
   base = jnp.asarray(_STUFF_BASE) + tint                       # [6, 3]
   frac = lambda t: t - jnp.floor(t)
@@ -96,5 +98,7 @@ def stuff_colours(x, y, noise, edges, tint) -> jnp.ndarray:
   scale = jnp.stack([sky, wall, walk, road, grass, floor])      # [6, H, W]
   out = base[:, None, None, :] * scale[..., None] * ones[None, ..., None]
   lane = (jnp.abs(y - (edges[2] + 1) / 2) < 0.015) & (frac(x * 4) < 0.5)
+  if markings is not True:     # the default path stays exactly as it was
+    lane = lane & markings
   out = out.at[3].set(jnp.where(lane[..., None], jnp.array([0.95, 0.95, 0.9]), out[3]))
   return jnp.clip(out, 0, 1)

@@ -110,8 +110,35 @@ def _sample_one(key, tab, ood: bool) -> dict:
   objects = {k: v[order] for k, v in objects.items()}
   tint = 0.06 * jax.random.normal(next(ks), (len(R.STUFF), 3))
   noise = jax.random.uniform(next(ks), (8, 8))
-  return dict(scene=scene.astype(jnp.int32), bands=bands, bounds=bounds, slopes=slopes,
-              tint=tint, noise=noise, **objects)
+  out = dict(scene=scene.astype(jnp.int32), bands=bands, bounds=bounds, slopes=slopes,
+             tint=tint, noise=noise, **objects)
+  if tab["ambiguous_prob"].shape[0]:   # static: without the rule the layout is as before
+    out["look"] = _stuff_look(jax.random.fold_in(key, 0xA3B), tab, bands)
+  return out
+
+
+def _stuff_look(key, tab, bands) -> jax.Array:
+  """int32 [len(STUFF)]: whose texture each stuff is drawn with (`ambiguous_stuff`).
+
+  Per pair (a, b, p) whose two regions the scene shows, with probability p both take the
+  look of a or of b (a fair coin), tint included. The look only changes the image: the
+  labels (`semantic`), the ties and the band order stay the true ones, so oracle removal
+  still reveals the true stuff. Out of context (ood) the same rule applies: ood scenes
+  break ties and pairs, not the look of stuff, and a segmenter that labels an ambiguous
+  region by the things on it is then misled (things stand on the "wrong" stuff, or the
+  street's car / person / sign are absent) -- which is what the ood mIoU should measure.
+  """
+  look = jnp.arange(len(R.STUFF), dtype=jnp.int32)
+  keys = jax.random.split(key, tab["ambiguous_prob"].shape[0])
+  for j in range(tab["ambiguous_prob"].shape[0]):
+    a, b = tab["ambiguous_a"][j], tab["ambiguous_b"][j]
+    k_on, k_which = jax.random.split(keys[j])
+    on = (jnp.any(bands == a) & jnp.any(bands == b)
+          & jax.random.bernoulli(k_on, tab["ambiguous_prob"][j]))
+    shared = jnp.where(jax.random.bernoulli(k_which), a, b)
+    mine = (jnp.arange(len(R.STUFF)) == a) | (jnp.arange(len(R.STUFF)) == b)
+    look = jnp.where(on & mine, shared, look)
+  return look
 
 
 def _render_one(layout: dict, present: jax.Array, size: int) -> dict:
@@ -121,7 +148,14 @@ def _render_one(layout: dict, present: jax.Array, size: int) -> dict:
   edges = layout["bounds"][:, None, None] + layout["slopes"][:, None, None] * (x - 0.5)
   band = jnp.sum(y[None] > edges, axis=0)
   stuff = layout["bands"][band]
-  image = scene_shapes.stuff_colours(x, y, noise, edges, layout["tint"])      # [6, H, W, 3]
+  if "look" in layout:   # ambiguous_stuff: shared looks; no lane markings on a shared road
+    look = layout["look"]
+    road = R.STUFF.index("road")
+    shared_road = jnp.sum(look == look[road]) > 1
+    image = scene_shapes.stuff_colours(x, y, noise, edges, layout["tint"],
+                                       markings=~shared_road)[look]
+  else:
+    image = scene_shapes.stuff_colours(x, y, noise, edges, layout["tint"])    # [6, H, W, 3]
   image = jnp.take_along_axis(image, stuff[None, :, :, None], 0)[0]
   inst = -jnp.ones((size, size), jnp.int32)
   amodal = []

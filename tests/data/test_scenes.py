@@ -104,3 +104,121 @@ def test_render_bad_input(train):
     scenes.oracle_removal(layouts, jnp.ones((4, scenes.MAX_OBJECTS)))
   with pytest.raises(ValueError, match="split"):
     scenes.scene_split("val", 4)
+
+
+# --- ambiguous_stuff (issue 6): stuff that only its objects tell apart -----------------
+
+AMBIGUOUS = R.ContextRules(ambiguous_stuff=(("road", "sidewalk", 0.5),))
+K = R.NUM_THINGS
+STREET = R.ContextRules().scene_types.index("street")
+
+
+def _lum_gap(d, a="sidewalk", b="road"):
+  """Per image, |mean luminance of stuff a - of stuff b| over their visible pixels."""
+  lum, sem = d["image"].mean(-1), d["semantic"]
+  ia, ib = K + R.STUFF.index(a), K + R.STUFF.index(b)
+  return np.array([abs(lum[i][sem[i] == ia].mean() - lum[i][sem[i] == ib].mean())
+                   for i in range(len(lum))])
+
+
+@pytest.mark.parametrize("split", ["train", "ood"])
+def test_ambiguous_stuff_shares_looks_in_the_chosen_share(split):
+  """Road and sidewalk look alike (the same luminance; distinct looks differ by > .15)
+  in about half the street scenes, in and out of context; nothing else changes."""
+  d = scenes.scene_split(split, 400, seed=2, rules=AMBIGUOUS, size=32)
+  street = d["layout"]["scene"] == STREET
+  gap = _lum_gap({k: v[street] for k, v in d.items() if k != "layout"})
+  alike = gap < 0.09
+  assert street.sum() > 120
+  assert abs(alike.mean() - 0.5) < 0.12, alike.mean()
+  look = d["layout"]["look"][street]
+  np.testing.assert_array_equal(alike, look[:, 2] == look[:, 3])
+  # Same layouts without the rule: identical labels everywhere, identical images outside
+  # the ambiguous street scenes.
+  plain = scenes.scene_split(split, 400, seed=2, size=32)
+  np.testing.assert_array_equal(plain["semantic"], d["semantic"])
+  changed = np.abs(plain["image"] - d["image"]).max((1, 2, 3)) > 0
+  np.testing.assert_array_equal(changed[street], alike)
+  assert not changed[~street].any()
+  # Without the rule, road and sidewalk always look different.
+  assert _lum_gap({k: v[street] for k, v in plain.items() if k != "layout"}).min() > 0.09
+
+
+@pytest.mark.parametrize("p, share", [(0.0, 0.0), (1.0, 1.0)])
+def test_ambiguous_stuff_probability_extremes(p, share):
+  rules = R.ContextRules(ambiguous_stuff=(("road", "sidewalk", p),))
+  d = scenes.scene_split("test", 64, seed=0, rules=rules, size=32)
+  street = d["layout"]["scene"] == STREET
+  look = d["layout"]["look"]
+  assert (look[street, 2] == look[street, 3]).mean() == share
+  if p == 0:   # the rule's render path with nothing shared is the old rendering, bit for bit
+    plain = scenes.scene_split("test", 64, seed=0, size=32)
+    np.testing.assert_array_equal(plain["image"], d["image"])
+
+
+def test_default_rules_render_exactly_as_before():
+  """Golden sums of the rendering before ambiguous_stuff existed (seed 0, 16 scenes,
+  32x32): the default rules add no layout field and change no pixel."""
+  golden = {"train": (25694.336218871176, 159309, 15226.821600354553),
+            "ood": (25869.19090118585, 162012, 15128.052200400736)}
+  for split, (s1, sem, s2) in golden.items():
+    d = scenes.scene_split(split, 16, seed=0, size=32)
+    assert "look" not in d["layout"]
+    img = d["image"].astype(np.float64)
+    np.testing.assert_allclose([img.sum(), (img ** 2).sum()], [s1, s2], rtol=1e-7)
+    assert int(d["semantic"].sum()) == sem
+
+
+def test_oracle_removal_exact_with_ambiguous_stuff():
+  """Removal re-renders the shared look and reveals the true stuff labels."""
+  rules = R.ContextRules(ambiguous_stuff=(("road", "sidewalk", 1.0),))
+  d = scenes.scene_split("train", 64, seed=4, rules=rules, size=32)
+  layouts = d["layout"]
+  plain = {k: v for k, v in layouts.items() if k != "look"}
+  remove = layouts["cls"] == R.THINGS.index("car")        # every car, in any slot
+  out = jax.device_get(scenes.oracle_removal(layouts, jnp.asarray(remove), size=32))
+  footprint = (d["amodal"] & remove[:, :, None, None]).any(1)
+  diff = np.abs(out["image"] - d["image"]).max(-1)
+  assert diff[~footprint].max() < 1e-6
+  truth = jax.device_get(scenes.oracle_removal(plain, jnp.asarray(remove), size=32))
+  np.testing.assert_array_equal(out["semantic"], truth["semantic"])
+  # Behind the removed cars (all in street scenes, where the look is shared) lies road,
+  # their tie, whichever stuff's look it has.
+  seen = (d["masks"] & (remove & d["shown"])[:, :, None, None]).any(1)
+  assert seen.sum() > 50
+  behind = out["semantic"][seen]
+  behind = behind[behind >= K]                            # (not a thing that was behind)
+  assert set(np.unique(behind)) <= {K + R.STUFF.index("road"), K + R.STUFF.index("sidewalk")}
+  assert (behind == K + R.STUFF.index("road")).mean() > 0.5
+  # Everything removed: road and sidewalk pixels look alike but keep their own labels.
+  bare = jax.device_get(scenes.oracle_removal(layouts, jnp.ones((64, 4), bool), size=32))
+  street = layouts["scene"] == STREET
+  assert _lum_gap({k: v[street] for k, v in bare.items()}).max() < 0.05
+  sem = bare["semantic"][street]
+  assert (sem == K + R.STUFF.index("road")).any(axis=(1, 2)).all()
+  assert (sem == K + R.STUFF.index("sidewalk")).any(axis=(1, 2)).all()
+
+
+@pytest.mark.parametrize("value, says", [
+    ((("road", "lawn", 0.5),), "unknown stuff 'lawn' in ambiguous_stuff"),
+    ((("road", "sidewalk", 1.5),), r"ambiguous_stuff\[0\] probability"),
+    ((("road", "sidewalk", -0.1),), r"ambiguous_stuff\[0\] probability"),
+    ((("road", "sidewalk", float("nan")),), r"ambiguous_stuff\[0\] probability"),
+    ((("road", "road", 0.5),), r"ambiguous_stuff\[0\] pairs 'road' with itself"),
+    ((("road", "sidewalk", 0.5), ("sidewalk", "grass", 0.5)), "ambiguous_stuff: 'sidewalk'"),
+    ((("sky", "floor", 0.5),), r"ambiguous_stuff\[0\] \(sky, floor\): no scene type"),
+])
+def test_ambiguous_stuff_bad_values(value, says):
+  with pytest.raises(ValueError, match=says):
+    R.make_tables(R.ContextRules(ambiguous_stuff=value))
+
+
+def test_ambiguous_stuff_from_config():
+  rules = R.rules_from_config({"ambiguous_stuff": [["road", "sidewalk", "0.25"]]})
+  assert rules.ambiguous_stuff == (("road", "sidewalk", 0.25),)
+  assert R.make_tables(rules)["ambiguous_prob"].tolist() == [0.25]
+  assert R.make_tables(R.ContextRules())["ambiguous_prob"].shape == (0,)
+  with pytest.raises(ValueError, match=r"ambiguous_stuff\[0\] must be a"):
+    R.rules_from_config({"ambiguous_stuff": [["road", "sidewalk"]]})
+  with pytest.raises(ValueError, match=r"ambiguous_stuff\[0\] probability must be a number"):
+    R.rules_from_config({"ambiguous_stuff": [["road", "sidewalk", "often"]]})
