@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rsec.models.layers import BatchNorm, PatchConv
+from rsec.models.layers import BatchNorm, Dense, PatchConv
 from rsec.registry import Registry
 
 MODELS: Registry[type[nn.Module]] = Registry("model")
@@ -34,9 +34,9 @@ class PaperClassifier(nn.Module):
       x = PatchConv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False)(x)
       x = nn.relu(BatchNorm(use_running_average=not train, **_BN)(x))
     x = x.reshape((x.shape[0], -1))
-    x = nn.Dense(self.hidden, use_bias=False)(x)
+    x = Dense(self.hidden, use_bias=False)(x)
     x = nn.relu(BatchNorm(use_running_average=not train, **_BN)(x))
-    return nn.Dense(self.num_classes)(x)
+    return Dense(self.num_classes)(x)
 
 
 @MODELS.register("mlp")
@@ -49,9 +49,9 @@ class MLP(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = x.reshape((x.shape[0], -1))
     for h in self.hidden:
-      x = nn.Dense(h, use_bias=False)(x)
+      x = Dense(h, use_bias=False)(x)
       x = nn.relu(BatchNorm(use_running_average=not train, **_BN)(x))
-    return nn.Dense(self.num_classes)(x)
+    return Dense(self.num_classes)(x)
 
 
 class _BasicBlock(nn.Module):
@@ -84,7 +84,7 @@ class SmallResNet(nn.Module):
     for i, c in enumerate(self.stages):
       x = _BasicBlock(c, 1 if i == 0 else 2)(x, train)
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes)(x)
+    return Dense(self.num_classes)(x)
 
 
 def make_model(name: str, num_classes: int, **kwargs) -> nn.Module:

@@ -7,11 +7,12 @@ its gradients are pads and matmuls, which stay fast. Parameters have `nn.Conv`'s
 layout (`kernel` [kh, kw, in, out], `bias` [out]), so weights move freely between the two.
 
 `BatchNorm` is flax's, plus the deterministic cross-shard statistics of the virtual-shard
-train step (`rsec.training.steps.make_train_step(virtual_shards=...)`).
+train step (`rsec.training.steps.make_train_step(virtual_shards=...)`). Inside that step,
+`PatchConv` and `Dense` also take their kernel gradients through `matmul`'s fixed form.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -49,6 +50,57 @@ def extract_patches(x: jax.Array, kernel: Sequence[int], strides: Sequence[int],
   return jnp.concatenate(cols, axis=-1)
 
 
+@jax.custom_vjp
+def _fixed_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+  return x @ w
+
+
+def _fixed_matmul_fwd(x, w):
+  return x @ w, (x, w)
+
+
+def _fixed_matmul_bwd(res, dy):
+  x, w = res
+  # Autodiff's kernel gradient contracts x and dy over their leading (row) axis. XLA:CPU
+  # runs that transposed-operand dot with a kernel whose rounding depends on the size of
+  # the process's thread pool (which grows with the fake device count: measured, 4 vs 2
+  # devices). A materialised transpose behind an optimization barrier keeps the plain
+  # [K, N] @ [N, M] form, whose bits were the same for 1, 2, 4 and 8 devices.
+  return dy @ w.T, jax.lax.optimization_barrier(x.T) @ dy
+
+
+_fixed_matmul.defvjp(_fixed_matmul_fwd, _fixed_matmul_bwd)
+
+
+def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+  """x [..., K] @ w [K, M] -> [..., M]; the same numbers as `x @ w`.
+
+  Inside the deterministic train step (`rsec.parallel.batch_stats_plan`) the gradients go
+  through a fixed form so that they have the same bits on every device layout.
+  """
+  if parallel.current_batch_stats_plan() is None:
+    return x @ w
+  lead = x.shape[:-1]
+  return _fixed_matmul(x.reshape(-1, x.shape[-1]), w).reshape(lead + (w.shape[-1],))
+
+
+def _dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+  """`lax.dot_general` for `nn.Dense`, routed through `matmul` in the deterministic step."""
+  (contract, batch) = dimension_numbers
+  plain = (tuple(map(tuple, contract)), tuple(map(tuple, batch))) == (
+      ((lhs.ndim - 1,), (0,)), ((), ()))
+  if parallel.current_batch_stats_plan() is None or rhs.ndim != 2 or not plain:
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                               preferred_element_type=preferred_element_type)
+  return matmul(lhs, rhs)
+
+
+class Dense(nn.Dense):
+  """`flax.linen.Dense` (same variables and numbers) whose kernel gradient in the
+  deterministic train step has the same bits on every device layout (see `matmul`)."""
+  dot_general: Callable = _dot_general
+
+
 class PatchConv(nn.Module):
   """2-D convolution over NHWC inputs as patches @ kernel; same params as `nn.Conv`."""
   features: int
@@ -65,7 +117,7 @@ class PatchConv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features))
     strides = tuple(self.strides) if not isinstance(self.strides, int) else (self.strides,) * 2
     p = extract_patches(x, (kh, kw), strides, self.padding)
-    y = p @ kernel.reshape(-1, self.features)
+    y = matmul(p, kernel.reshape(-1, self.features))
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,))
     return y

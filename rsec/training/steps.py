@@ -43,8 +43,8 @@ def make_train_step(perturb: Perturb | None = None,
     virtual_shards: 0 (default): the fast path, `jax.jit` over the mesh, where XLA adds
       per-device partials in a layout-dependent order (results agree across device counts
       and hosts to float rounding). V > 0: the deterministic path (`_deterministic_grads`),
-      bit-identical for any layout of the same V virtual shards (on XLA:CPU: across
-      processes with the same number of local devices, see BUILD_NOTES.md); needs `mesh`,
+      bit-identical for any layout of the same V virtual shards (devices and processes;
+      see BUILD_NOTES.md for what XLA:CPU needed); needs `mesh`,
       and V must be a multiple of its device count and divide the global batch.
     mesh: the data mesh the step runs on (only used when `virtual_shards` > 0).
 
