@@ -29,7 +29,11 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.classifier = ml_collections.ConfigDict(dict(model="paper_classifier", steps=3000,
                                                 batch_size=64, lr=3e-3))
   c.segmentation = ml_collections.ConfigDict(dict(
-      steps=1500, batch_size=32, lr=3e-3, width=32))   # steps=0: classification only
+      steps=1500, batch_size=32, lr=3e-3, width=32,   # steps=0: classification only
+      # > 0: also train a diagnostic 'stuff_swapped' segmenter whose training scenes take
+      # another scene type's stuff with this probability per image (things stay put;
+      # rsec.context.augment.make_stuff_swap): what removal cannot change.
+      stuff_swap=0.5))
   c.augment = ml_collections.ConfigDict(dict(
       mode="online",           # 'online': training mode context_augment, fresh oracle
                                # removals in every step (oracle source only);

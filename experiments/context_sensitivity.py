@@ -37,6 +37,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   cfg_lib.check(c, "segmentation.batch_size", type_=int, low=1)
   cfg_lib.check(c, "segmentation.lr", type_=float, low=0, low_exclusive=True)
   cfg_lib.check(c, "segmentation.width", type_=int, low=2)
+  cfg_lib.check(c, "segmentation.stuff_swap", type_=float, low=0, high=1)
   cfg_lib.check(c, "augment.fraction", type_=float, low=0, high=1, low_exclusive=True)
   cfg_lib.check(c, "augment.source", type_=str, choices=S.SOURCES)
   cfg_lib.check(c, "augment.mode", type_=str, choices=("offline", "online"))
@@ -179,6 +180,12 @@ def _segmentation(c, workdir, train, test, ood, aug, edited, ctx) -> dict:
   else:
     data["augmented"] = (np.concatenate([train["image"], aug["image"]]),
                          np.concatenate([train["semantic"], aug["semantic"]]), {})
+  if sc.stuff_swap:                 # diagnostic: things moved onto other scenes' stuff
+    bands = R.make_tables(R.rules_from_config(c.data.rules))["bands"]
+    data["stuff_swapped"] = (train["image"], train["semantic"], dict(
+        perturb=augment.make_stuff_swap(bands, c.data.size, sc.stuff_swap,
+                                        semantic_key="label"),
+        extra=augment.flatten_layout(train["layout"])))
   removals = {}                     # per source: the object cases and their oracle truth
   for source, (cases, images) in edited.items():
     obj = np.flatnonzero(cases["kind"] == S.OBJECT)
@@ -196,9 +203,15 @@ def _segmentation(c, workdir, train, test, ood, aug, edited, ctx) -> dict:
     finally:
       ckpt.close()
     pred = seg.predict(state, test["image"], c.eval_batch_size)
+    pred_ood = seg.predict(state, ood["image"], c.eval_batch_size)
+
+    def per_class(p, t):
+      return {n: float(v) for n, v in zip(R.THINGS + R.STUFF, seg.iou_per_class(p, t))
+              if np.isfinite(v)}
     r = {"miou_in_context": seg.miou(pred, test["semantic"]),
-         "miou_out_of_context": seg.miou(seg.predict(state, ood["image"], c.eval_batch_size),
-                                         ood["semantic"]),
+         "miou_out_of_context": seg.miou(pred_ood, ood["semantic"]),
+         "iou_in_context": per_class(pred, test["semantic"]),
+         "iou_out_of_context": per_class(pred_ood, ood["semantic"]),
          "pixel_flip_rate": {}, "revealed_miou": {}}
     for source, (sub, images, oracle) in removals.items():
       effects = seg.removal_effects(pred[sub["img"]],

@@ -80,3 +80,51 @@ def make_context_augment(ctx: np.ndarray, size: int, prob: float,
     return out_batch
 
   return perturb
+
+
+def make_stuff_swap(bands: np.ndarray, size: int, prob: float,
+                    semantic_key: str | None = None) -> Callable:
+  """perturb(variables, key, batch) -> batch that moves scenes' things onto other stuff.
+
+  A diagnostic, not removal: with probability `prob` per image the scene type becomes
+  another one (uniformly), i.e. the stuff bands are those of that type, and the scene is
+  re-rendered with every thing where it stood (same place, size, colour; so things stand
+  on stuff they are not tied to, as out of context). Removal cannot do this: it takes
+  things away but never changes the stuff a thing stands on.
+
+  Args:
+    bands: int [T, 4] stuff of each band per scene type (`scene_rules.make_tables`), T >= 2.
+    size, semantic_key: as in `make_context_augment`; 'targets', when the batch holds
+      them, become the re-rendered labels (stuff does not occlude: they do not change).
+  """
+  checks.check_finite_scalar("prob", prob, low=0.0, high=1.0)
+  bands = jnp.asarray(bands, jnp.int32)
+  if bands.ndim != 2 or bands.shape[0] < 2:
+    raise ValueError(f"bands must be [T >= 2, 4] (one row per scene type), got shape "
+                     f"{tuple(bands.shape)}")
+
+  def perturb(variables, key, batch):
+    del variables
+    layouts = unflatten_layout(batch)
+    if "bands" not in layouts:
+      raise ValueError("stuff swap needs the scene layouts in the batch "
+                       "(flatten_layout(data['layout']))")
+    x = batch["image"]
+    b, t = x.shape[0], bands.shape[0]
+    k_type, k_apply = jax.random.split(key)
+    other = (layouts["scene"] + jax.random.randint(k_type, (b,), 1, t)) % t
+    apply = jax.random.uniform(k_apply, (b,)) < prob
+    scene = jnp.where(apply, other, layouts["scene"])
+    out = scenes.render_traceable(dict(layouts, scene=scene, bands=bands[scene]),
+                                  jnp.ones_like(layouts["valid"]), size)
+    out_batch = dict(batch, image=jnp.where(apply[:, None, None, None], out["image"], x))
+    if "targets" in batch:
+      out_batch["targets"] = jnp.where(apply[:, None], out["labels"].astype(
+          batch["targets"].dtype), batch["targets"])
+    if semantic_key is not None:
+      out_batch[semantic_key] = jnp.where(apply[:, None, None],
+                                          out["semantic"].astype(batch[semantic_key].dtype),
+                                          batch[semantic_key])
+    return out_batch
+
+  return perturb

@@ -55,21 +55,29 @@ def predict(state: TrainState, images: np.ndarray, batch_size: int = 128) -> np.
   return batched(lambda x: jnp.argmax(logits(x), -1).astype(jnp.int32), images, batch_size)
 
 
-def miou(pred: np.ndarray, target: np.ndarray, where: np.ndarray | None = None,
-         num_classes: int = R.NUM_LABELS) -> float:
-  """Mean IoU over the classes present in `target` (optionally only at pixels `where`)."""
+def _confusion(pred, target, where, num_classes):
   pred, target = np.asarray(pred).ravel(), np.asarray(target).ravel()
   if where is not None:
     keep = np.asarray(where, bool).ravel()
     pred, target = pred[keep], target[keep]
-  if target.size == 0:
-    return float("nan")
-  conf = np.bincount(target * num_classes + pred, minlength=num_classes ** 2).reshape(
+  return np.bincount(target * num_classes + pred, minlength=num_classes ** 2).reshape(
       num_classes, num_classes)
+
+
+def iou_per_class(pred: np.ndarray, target: np.ndarray, where: np.ndarray | None = None,
+                  num_classes: int = R.NUM_LABELS) -> np.ndarray:
+  """IoU of every class [num_classes] (NaN for classes absent from `target`)."""
+  conf = _confusion(pred, target, where, num_classes)
   inter = np.diag(conf)
   union = conf.sum(0) + conf.sum(1) - inter
-  present = conf.sum(1) > 0
-  return float((inter[present] / union[present]).mean())
+  return np.where(conf.sum(1) > 0, inter / np.maximum(union, 1), np.nan)
+
+
+def miou(pred: np.ndarray, target: np.ndarray, where: np.ndarray | None = None,
+         num_classes: int = R.NUM_LABELS) -> float:
+  """Mean IoU over the classes present in `target` (optionally only at pixels `where`)."""
+  iou = iou_per_class(pred, target, where, num_classes)
+  return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
 
 def removal_effects(before: np.ndarray, after: np.ndarray, removed: np.ndarray,

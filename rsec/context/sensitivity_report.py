@@ -108,13 +108,30 @@ def _segmentation_section(results: dict, sources) -> list[str]:
   stuff = [n for n in R.STUFF if n in seg["regular"]["pixel_flip_rate"][sources[0]]]
   per = [(n, *(_f(seg[m]["pixel_flip_rate"][sources[0]].get(n, float("nan"))) for m in seg))
          for n in stuff]
-  return ["## Segmentation", "",
-          "Pixel flip rate: share of pixels outside the removed objects' dilated masks whose "
-          "predicted label changes when one object is removed; revealed mIoU: prediction "
-          "where the object was, against the oracle's labels of what lies behind it.", "",
-          reporting.markdown_table(header, rows), "",
-          f"Pixel flip rate by ground-truth stuff class ({sources[0]}):", "",
-          reporting.markdown_table(["stuff"] + list(seg), per)]
+  classes = [n for n in R.THINGS + R.STUFF if n in seg["regular"]["iou_out_of_context"]]
+  iou = [(n, *(_f(seg[m][k].get(n, float("nan"))) for m in seg
+               for k in ("iou_in_context", "iou_out_of_context"))) for n in classes]
+  out = ["## Segmentation", "",
+         "Pixel flip rate: share of pixels outside the removed objects' dilated masks whose "
+         "predicted label changes when one object is removed; revealed mIoU: prediction "
+         "where the object was, against the oracle's labels of what lies behind it.", "",
+         reporting.markdown_table(header, rows), "",
+         f"Pixel flip rate by ground-truth stuff class ({sources[0]}):", "",
+         reporting.markdown_table(["stuff"] + list(seg), per), "",
+         "IoU per class, in context / out of context:", "",
+         reporting.markdown_table(["class"] + [f"{m} {k}" for m in seg for k in ("in", "out")],
+                                  iou)]
+  if "stuff_swapped" in seg:
+    out += ["", "`stuff_swapped` is a diagnostic, not removal augmentation: its training "
+            "scenes take another scene type's stuff with probability "
+            "`segmentation.stuff_swap`, things staying where they stood "
+            "(`rsec.context.augment.make_stuff_swap`). Out of context, things stand in "
+            "scene types and on stuff they are never seen with in training; removing "
+            "objects never changes the stuff a thing stands on, so it cannot teach a "
+            "segmenter to label a thing by its own look rather than by its scene. The "
+            "per-class table shows where out-of-context mIoU is lost (things, not stuff) "
+            "and how much of it this one change of context recovers."]
+  return out
 
 
 def write(workdir: str, c, results: dict, test: dict, edited: dict) -> None:

@@ -60,3 +60,30 @@ def test_training_with_online_augmentation(small_scenes):
                                       batch_size=16, steps_per_call=2, perturb=perturb,
                                       extra=augment.flatten_layout(d["layout"]))
   assert int(state.step) == 4
+
+
+def test_stuff_swap_moves_things_onto_another_scene_types_stuff(small_scenes):
+  tables = R.make_tables(R.ContextRules())
+  batch = dict(_batch(small_scenes), label=jnp.asarray(small_scenes["semantic"][:32]))
+  swap = augment.make_stuff_swap(tables["bands"], 32, 1.0, semantic_key="label")
+  out = jax.jit(swap)(None, jax.random.key(0), batch)
+  layout = jax.tree.map(lambda a: a[:32], small_scenes["layout"])
+  old_sem, new_sem = np.asarray(batch["label"]), np.asarray(out["label"])
+  things = old_sem < R.NUM_THINGS
+  # Every scene changed type: its stuff labels are another type's bands (street, indoor
+  # and park differ in at least one band), and the things kept their pixels and labels.
+  for i in range(32):
+    stuff_now = set(np.unique(new_sem[i][~things[i]]) - R.NUM_THINGS)
+    assert stuff_now <= set(tables["bands"][np.arange(3) != layout["scene"][i]].ravel())
+    assert not np.array_equal(new_sem[i], old_sem[i])
+  np.testing.assert_array_equal(new_sem[things], old_sem[things])
+  np.testing.assert_array_equal(np.asarray(out["targets"]), np.asarray(batch["targets"]))
+  # Probability 0: the batch is untouched.
+  same = augment.make_stuff_swap(tables["bands"], 32, 0.0, semantic_key="label")(
+      None, jax.random.key(0), batch)
+  for k in ("image", "label", "targets"):
+    np.testing.assert_array_equal(np.asarray(same[k]), np.asarray(batch[k]))
+  with pytest.raises(ValueError, match="bands"):
+    augment.make_stuff_swap(tables["bands"][:1], 32, 0.5)
+  with pytest.raises(ValueError, match="prob"):
+    augment.make_stuff_swap(tables["bands"], 32, -0.1)

@@ -7,6 +7,7 @@ import pytest
 
 from configs.context_sensitivity import get_config
 from experiments import context_sensitivity as cs
+from rsec.data import scene_rules as R
 
 
 def tiny_config():
@@ -35,14 +36,19 @@ def test_end_to_end_and_resume(tmp_path):
     assert all(np.isnan(x) or 0 <= x <= 1 for x in v.values())
     assert len(saved["score_change"][model]["oracle"]) == 8
   assert saved["augmented_examples"] == 0     # online augmentation (the default)
-  for model in ("regular", "augmented"):
+  assert set(saved["segmentation"]) == {"regular", "augmented", "stuff_swapped"}
+  for model in ("regular", "augmented", "stuff_swapped"):
     s = saved["segmentation"][model]
     assert 0 <= s["miou_in_context"] <= 1 and 0 <= s["miou_out_of_context"] <= 1
+    iou = np.asarray(list(s["iou_out_of_context"].values()))
+    assert set(s["iou_out_of_context"]) <= set(R.THINGS + R.STUFF) and len(iou) > 8
+    assert np.mean(iou) == pytest.approx(s["miou_out_of_context"])
     assert 0 <= s["pixel_flip_rate"]["oracle"]["all"] <= 1
     assert 0 <= s["revealed_miou"]["oracle"] <= 1
   assert saved["cases"]["oracle"]["object"] > saved["cases"]["oracle"]["context"] > 0
   report = open(os.path.join(workdir, "report.md")).read()
   assert "violation rate" in report and "## Segmentation" in report
+  assert "IoU per class" in report and "stuff_swapped" in report
   # A rerun resumes both classifiers from their checkpoints: the same numbers.
   again = cs.run(tiny_config(), workdir)
   assert again["map_in_context"] == r["map_in_context"]
@@ -79,6 +85,7 @@ def test_augmentation_modes(tmp_path, mode, says):
     (lambda c: (setattr(c.augment, "mode", "online"), setattr(c.augment, "source", "gt")),
      "augment.source='oracle'"),
     (lambda c: setattr(c.segmentation, "steps", -1), "config.segmentation.steps"),
+    (lambda c: setattr(c.segmentation, "stuff_swap", 2.0), "config.segmentation.stuff_swap"),
     (lambda c: setattr(c, "context_classes", ("car", "clock")), "without a context rule"),
     (lambda c: setattr(c, "context_classes", ("spaceship",)), "spaceship"),
 ])
