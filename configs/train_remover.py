@@ -31,8 +31,10 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.dilation = 1          # pixels added around GT masks (and generated ones) before filling
   # data: 'train' (in context), 'ood_train' (out of context) or 'mixed' (half each).
   # A judge trained in context only keeps detecting a removed car from the road around it.
+  # augment: probability of an online removal per image and step (training mode
+  # context_augment): a guide that must find chairs without tables looks at the chair.
   clf = lambda model: ml_collections.ConfigDict(dict(model=model, steps=1000, batch_size=64,
-                                                     lr=3e-3, data="mixed"))
+                                                     lr=3e-3, data="mixed", augment=0.0))
   c.classifier_mask = clf("paper_classifier")   # guides the mask generator
   c.classifier_eval = clf("resnet")             # judges removals (independent)
   c.inpainter = ml_collections.ConfigDict(dict(
@@ -42,14 +44,15 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
       stuff_only=True,        # hole L1 only where the target is stuff (not an object)
       coarse_iters=200,       # >0: predict a residual over a diffusion fill (coarse-to-fine)
   ))
-  # Loss weights: rsec.context.maskgen.make_maskgen_step. Chosen by a sweep on the quick
+  # Loss weights: rsec.context.maskgen.make_maskgen_step. Chosen by sweeps on the quick
   # base (BUILD_NOTES "Mask generator"): a larger area weight trades removal success for
-  # tighter masks and fewer false removals.
+  # tighter masks and fewer false removals; smoothness and a 1-pixel jitter of what the
+  # guide sees stop masks from winning with thin strips along the image border.
   c.mask_generator = ml_collections.ConfigDict(dict(
       channels=(16, 32, 32), d_channels=(16, 32, 64), steps=2000, batch_size=32, lr=1e-3,
       d_lr=1e-3, area_weight=8.0, keep_weight=1.0, preserve_weight=1.0,
-      exclusive_weight=1.0, adv_weight=0.01, smooth_weight=0.2, logit_bound=3.0,
-      bound_weight=1.0, steps_per_call=20, checkpoint_every=500))
+      exclusive_weight=1.0, adv_weight=0.01, smooth_weight=1.0, logit_bound=3.0,
+      bound_weight=1.0, jitter=1, steps_per_call=20, checkpoint_every=500))
   c.progress = False
   if preset == "quick":
     pass
@@ -61,6 +64,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.inpainter.channels, c.inpainter.steps = (32, 64, 64), 20_000
     c.mask_generator.channels, c.mask_generator.steps = (32, 64, 64), 10_000
     c.mask_generator.batch_size, c.mask_generator.area_weight = 64, 16.0
+    c.mask_generator.jitter = 2        # 1 pixel at 32x32 scaled to 64x64 (not measured)
   else:
     raise ValueError(f"unknown preset {preset!r}; expected 'quick' or 'paper'")
   return c

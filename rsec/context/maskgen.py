@@ -44,11 +44,23 @@ def sample_targets(key: jax.Array, labels: jax.Array) -> jax.Array:
   return jax.random.categorical(key, jnp.where(labels > 0, 0.0, -1e9)).astype(jnp.int32)
 
 
+def random_shift(key: jax.Array, x: jax.Array, pixels: int) -> jax.Array:
+  """Each image of x [B, H, W, C] shifted by its own random offset in [-pixels, pixels]^2
+  (edge padding); pixels = 0 returns x."""
+  if pixels == 0:
+    return x
+  b, h, w, ch = x.shape
+  padded = jnp.pad(x, ((0, 0), (pixels, pixels), (pixels, pixels), (0, 0)), mode="edge")
+  offsets = jax.random.randint(key, (b, 2), 0, 2 * pixels + 1)
+  return jax.vmap(lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, ch)))(
+      padded, offsets)
+
+
 def make_maskgen_step(inpaint_fn: Callable, logits_fn: Callable, *, area_weight: float = 8.0,
                       keep_weight: float = 1.0, preserve_weight: float = 1.0,
                       exclusive_weight: float = 1.0, adv_weight: float = 0.01,
                       smooth_weight: float = 0.2, logit_bound: float = 3.0,
-                      bound_weight: float = 1.0) -> Callable:
+                      bound_weight: float = 1.0, jitter: int = 0) -> Callable:
   """`step(state, batch, key)`; batch: 'image' [B, H, W, 3], 'targets' [B, K] in {0, 1}.
 
   inpaint_fn(x, m [B, H, W, 1]) -> G [B, H, W, 3] and logits_fn(x) -> [B, K] are frozen.
@@ -56,7 +68,9 @@ def make_maskgen_step(inpaint_fn: Callable, logits_fn: Callable, *, area_weight:
   what the composite shows, which is cheaper and stable. Preservation pairs image i with
   image i - 1 (a roll of the batch), so the batch size must be at least 2.
   Weights: area on the mean binarised area (a fraction of the image), logit_bound on
-  mean(relu(|logit| - logit_bound)^2).
+  mean(relu(|logit| - logit_bound)^2). jitter: the classifier sees both edits shifted by
+  a random offset of up to this many pixels (edge padding), so that a mask cannot win by
+  exploiting the exact pixel grid (thin strips along the image border; measured).
   """
 
   def step(state: GanState, batch, key):
@@ -74,7 +88,8 @@ def make_maskgen_step(inpaint_fn: Callable, logits_fn: Callable, *, area_weight:
       m = straight_through(jax.nn.sigmoid(logit))
       fill = jax.lax.stop_gradient(inpaint_fn(x, jax.lax.stop_gradient(m)))
       edit = composite(x, m, fill)
-      logits = logits_fn(jnp.concatenate([edit, x * m + partner * (1 - m)]))
+      judged = jnp.concatenate([edit, x * m + partner * (1 - m)])
+      logits = logits_fn(random_shift(jax.random.fold_in(key, 1), judged, jitter))
       deleted, pasted = logits[:n], logits[n:]
       remove = (jax.nn.softplus(deleted) * onehot).sum(-1).mean()
       keep = ((jax.nn.softplus(-deleted) * others).sum(-1) /

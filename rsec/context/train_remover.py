@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from rsec import config as cfg_lib
-from rsec.context import inpaint, maskgen, multilabel, remover_eval
+from rsec.context import augment, inpaint, maskgen, multilabel, remover_eval, sensitivity
 from rsec.context.gan import run_steps
 from rsec.data import scene_rules, scenes
 from rsec.training.checkpoint import Checkpointer, read_run_config, restore_latest
@@ -34,6 +34,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     cfg_lib.check(c, f"{part}.lr", type_=float, low=0.0, low_exclusive=True)
   for part in ("classifier_mask", "classifier_eval"):
     cfg_lib.check(c, f"{part}.data", type_=str, choices=("train", "ood_train", "mixed"))
+    cfg_lib.check(c, f"{part}.augment", type_=float, low=0.0, high=1.0)
   for k in ("inpainter.adv_weight", "mask_generator.adv_weight", "mask_generator.area_weight",
             "mask_generator.keep_weight", "mask_generator.preserve_weight",
             "mask_generator.exclusive_weight", "mask_generator.smooth_weight",
@@ -41,6 +42,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     cfg_lib.check(c, k, type_=float, low=0.0)
   cfg_lib.check(c, "mask_generator.logit_bound", type_=float, low=0.0, low_exclusive=True)
   cfg_lib.check(c, "mask_generator.batch_size", type_=int, low=2)   # preservation pairs rows
+  cfg_lib.check(c, "mask_generator.jitter", type_=int, low=0, high=8)
   cfg_lib.check(c, "dilation", type_=int, low=0, high=8)
   scene_rules.make_tables(scene_rules.rules_from_config(c.data.rules))
 
@@ -67,8 +69,8 @@ def _writer(workdir: str, part: str):
 
 
 def classifier_data(c, train: dict, source: str) -> dict:
-  """Images and labels for a reference classifier: 'train' (in context), 'ood_train'
-  (as many out-of-context scenes) or 'mixed' (half of each)."""
+  """Images, labels and layouts for a reference classifier: 'train' (in context),
+  'ood_train' (as many out-of-context scenes) or 'mixed' (half of each)."""
   if source == "train":
     return train
   n = c.data.train_size if source == "ood_train" else c.data.train_size // 2
@@ -76,8 +78,10 @@ def classifier_data(c, train: dict, source: str) -> dict:
                            scene_rules.rules_from_config(c.data.rules), c.data.size)
   if source == "ood_train":
     return ood
-  return {k: np.concatenate([train[k][:c.data.train_size - n], ood[k]]) for k in
-          ("image", "labels")}
+  first = lambda a, b: np.concatenate([a[:c.data.train_size - n], b])  # noqa: E731
+  return {"image": first(train["image"], ood["image"]),
+          "labels": first(train["labels"], ood["labels"]),
+          "layout": jax.tree.map(first, train["layout"], ood["layout"])}
 
 
 def train_classifiers(c, train: dict, workdir: str) -> dict:
@@ -95,12 +99,17 @@ def train_classifiers(c, train: dict, workdir: str) -> dict:
     if pc.data not in made:         # both parts usually share their data: render it once
       made[pc.data] = classifier_data(c, train, pc.data)
     data = made[pc.data]
+    online = {}
+    if pc.augment:                  # removal augmentation: look at objects, not context
+      ctx = sensitivity.context_table(scene_rules.rules_from_config(c.data.rules))
+      online = dict(perturb=augment.make_context_augment(ctx, c.data.size, pc.augment),
+                    extra=augment.flatten_layout(data["layout"]))
     with _writer(workdir, part) as writer:
       out[part] = multilabel.train_multilabel(
           data["image"], data["labels"], model=pc.model, seed=c.seed * 10 + 7 * i + 1,
           steps=pc.steps, batch_size=pc.batch_size, lr=pc.lr,
           checkpointer=_ckpt(workdir, part, c, model=pc.model), writer=writer,
-          progress=c.progress, desc=part)
+          progress=c.progress, desc=part, **online)
   return out
 
 
@@ -133,7 +142,8 @@ def train_mask_generator(c, train: dict, inpainter, classifier, workdir: str):
       inpaint_fn, classifier.logits_fn(), area_weight=pc.area_weight,
       keep_weight=pc.keep_weight, preserve_weight=pc.preserve_weight,
       exclusive_weight=pc.exclusive_weight, adv_weight=pc.adv_weight,
-      smooth_weight=pc.smooth_weight, logit_bound=pc.logit_bound, bound_weight=pc.bound_weight)
+      smooth_weight=pc.smooth_weight, logit_bound=pc.logit_bound, bound_weight=pc.bound_weight,
+      jitter=pc.jitter)
   data = {"image": train["image"], "targets": train["labels"]}
   with _writer(workdir, "mask_generator") as writer:
     return run_steps(step, state, data, key=jax.random.key(c.seed + 201),

@@ -83,3 +83,17 @@ def test_weak_supervision_finds_the_target():
     m = np.asarray(maskgen.generate_masks(state, x, jnp.full((64,), c, jnp.int32)))
     iou = (m * truth[:, c]).sum() / np.maximum(m, truth[:, c]).sum()
     assert iou > 0.5, (c, iou)
+
+
+def test_random_shift_is_an_edge_padded_crop_per_image():
+  x = jax.random.uniform(jax.random.key(0), (16, 8, 8, 3))
+  assert maskgen.random_shift(jax.random.key(1), x, 0) is x
+  out = np.asarray(maskgen.random_shift(jax.random.key(1), x, 2))
+  padded = np.pad(np.asarray(x), ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
+  found = set()
+  for i in range(16):
+    hits = [(dy, dx) for dy in range(5) for dx in range(5)
+            if np.array_equal(out[i], padded[i, dy:dy + 8, dx:dx + 8])]
+    assert len(hits) == 1, i
+    found.add(hits[0])
+  assert len(found) > 4          # the offsets differ from image to image

@@ -2,6 +2,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -17,6 +18,7 @@ def tiny_config():
   c.data.train_size, c.data.test_size = 128, 64
   for part in (c.classifier_mask, c.classifier_eval):
     part.steps, part.batch_size, part.model = 10, 32, "mlp"  # compilation dominates
+  c.classifier_mask.augment = 0.5   # the online removal path of the reference classifiers
   for part in (c.inpainter, c.mask_generator):
     part.steps, part.batch_size, part.steps_per_call = 10, 16, 5
     part.channels = part.d_channels = (8, 8, 8)
@@ -37,6 +39,10 @@ def test_config_validation():
   c = get_config("quick")
   c.classifier_eval.data = "test"
   with pytest.raises(ValueError, match="config.classifier_eval.data"):
+    validate_config(c)
+  c = get_config("quick")
+  c.classifier_mask.augment = 1.5
+  with pytest.raises(ValueError, match="config.classifier_mask.augment"):
     validate_config(c)
   c = get_config("quick")
   c.inpainter.steps = -1
@@ -75,3 +81,9 @@ def test_reference_classifier_data():
   assert mixed["labels"].shape == train["labels"].shape
   np.testing.assert_array_equal(mixed["image"][:32], train["image"][:32])
   np.testing.assert_array_equal(mixed["image"][32:], ood["image"][:32])
+  # The layouts ride along (online removal augmentation re-renders them): row for row.
+  for k, v in mixed["layout"].items():
+    np.testing.assert_array_equal(v[:32], train["layout"][k][:32], err_msg=k)
+    np.testing.assert_array_equal(v[32:], ood["layout"][k][:32], err_msg=k)
+  again = scenes.render(jax.tree.map(np.asarray, mixed["layout"]), size=32)
+  np.testing.assert_allclose(np.asarray(again["image"]), mixed["image"], atol=1e-6)
