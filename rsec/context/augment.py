@@ -32,6 +32,14 @@ def unflatten_layout(batch: dict) -> dict:
   return {k[len(PREFIX):]: v for k, v in batch.items() if k.startswith(PREFIX)}
 
 
+def _batch_layouts(batch: dict, mode: str) -> dict:
+  layouts = unflatten_layout(batch)
+  if "cls" not in layouts:
+    raise ValueError(f"{mode} needs the scene layouts in the batch "
+                     "(flatten_layout(data['layout']))")
+  return layouts
+
+
 def make_context_augment(ctx: np.ndarray, size: int, prob: float,
                          semantic_key: str | None = None) -> Callable:
   """perturb(variables, key, batch) -> batch for SCENES training (multi-label or segmentation).
@@ -59,10 +67,7 @@ def make_context_augment(ctx: np.ndarray, size: int, prob: float,
 
   def perturb(variables, key, batch):
     del variables
-    layouts = unflatten_layout(batch)
-    if "cls" not in layouts:
-      raise ValueError("context_augment needs the scene layouts in the batch "
-                       "(flatten_layout(data['layout']))")
+    layouts = _batch_layouts(batch, "context_augment")
     x, targets = batch["image"], batch["targets"]
     b = x.shape[0]
     k_cls, k_apply = jax.random.split(key)
@@ -70,16 +75,22 @@ def make_context_augment(ctx: np.ndarray, size: int, prob: float,
     remove = jnp.take_along_axis(remove_cls, layouts["cls"], 1) & layouts["valid"]
     out = scenes.render_traceable(layouts, ~remove, size)
     apply = (jax.random.uniform(k_apply, (b,)) < prob) & (targets.sum(1) > 0)
-    image = jnp.where(apply[:, None, None, None], out["image"], x)
-    new_targets = jnp.where(apply[:, None], out["labels"].astype(targets.dtype), targets)
-    out_batch = dict(batch, image=image, targets=new_targets)
-    if semantic_key is not None:
-      out_batch[semantic_key] = jnp.where(apply[:, None, None],
-                                          out["semantic"].astype(batch[semantic_key].dtype),
-                                          batch[semantic_key])
-    return out_batch
+    return _take_rendered(batch, apply, out, semantic_key)
 
   return perturb
+
+
+def _take_rendered(batch: dict, apply: jax.Array, out: dict, semantic_key: str | None) -> dict:
+  """The batch with rows `apply` [B] replaced by the re-rendered scenes `out`: 'image',
+  'targets' (when the batch holds them) and `semantic_key`'s per-pixel labels."""
+  def pick(new, old):
+    return jnp.where(apply.reshape((-1,) + (1,) * (old.ndim - 1)), new.astype(old.dtype), old)
+  result = dict(batch, image=pick(out["image"], batch["image"]))
+  if "targets" in batch:
+    result["targets"] = pick(out["labels"], batch["targets"])
+  if semantic_key is not None:
+    result[semantic_key] = pick(out["semantic"], batch[semantic_key])
+  return result
 
 
 def make_stuff_swap(bands: np.ndarray, size: int, prob: float,
@@ -105,10 +116,7 @@ def make_stuff_swap(bands: np.ndarray, size: int, prob: float,
 
   def perturb(variables, key, batch):
     del variables
-    layouts = unflatten_layout(batch)
-    if "bands" not in layouts:
-      raise ValueError("stuff swap needs the scene layouts in the batch "
-                       "(flatten_layout(data['layout']))")
+    layouts = _batch_layouts(batch, "stuff swap")
     x = batch["image"]
     b, t = x.shape[0], bands.shape[0]
     k_type, k_apply = jax.random.split(key)
@@ -117,14 +125,6 @@ def make_stuff_swap(bands: np.ndarray, size: int, prob: float,
     scene = jnp.where(apply, other, layouts["scene"])
     out = scenes.render_traceable(dict(layouts, scene=scene, bands=bands[scene]),
                                   jnp.ones_like(layouts["valid"]), size)
-    out_batch = dict(batch, image=jnp.where(apply[:, None, None, None], out["image"], x))
-    if "targets" in batch:
-      out_batch["targets"] = jnp.where(apply[:, None], out["labels"].astype(
-          batch["targets"].dtype), batch["targets"])
-    if semantic_key is not None:
-      out_batch[semantic_key] = jnp.where(apply[:, None, None],
-                                          out["semantic"].astype(batch[semantic_key].dtype),
-                                          batch[semantic_key])
-    return out_batch
+    return _take_rendered(batch, apply, out, semantic_key)
 
   return perturb
