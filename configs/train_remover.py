@@ -49,7 +49,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   # tighter masks and fewer false removals; smoothness and a 1-pixel jitter of what the
   # guide sees stop masks from winning with thin strips along the image border.
   c.mask_generator = ml_collections.ConfigDict(dict(
-      channels=(16, 32, 32), d_channels=(16, 32, 64), steps=2000, batch_size=32, lr=1e-3,
+      channels=(16, 32, 32), d_channels=(16, 32, 64), steps=3000, batch_size=32, lr=1e-3,
       d_lr=1e-3, area_weight=8.0, keep_weight=1.0, preserve_weight=1.0,
       exclusive_weight=1.0, adv_weight=0.01, smooth_weight=1.0, logit_bound=3.0,
       bound_weight=1.0, jitter=1, steps_per_call=20, checkpoint_every=500))
