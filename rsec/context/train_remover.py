@@ -78,10 +78,9 @@ def classifier_data(c, train: dict, source: str) -> dict:
                            scene_rules.rules_from_config(c.data.rules), c.data.size)
   if source == "ood_train":
     return ood
-  first = lambda a, b: np.concatenate([a[:c.data.train_size - n], b])  # noqa: E731
-  return {"image": first(train["image"], ood["image"]),
-          "labels": first(train["labels"], ood["labels"]),
-          "layout": jax.tree.map(first, train["layout"], ood["layout"])}
+  parts = lambda d: {k: d[k] for k in ("image", "labels", "layout")}  # noqa: E731
+  return jax.tree.map(lambda a, b: np.concatenate([a[:c.data.train_size - n], b]),
+                      parts(train), parts(ood))
 
 
 def train_classifiers(c, train: dict, workdir: str) -> dict:
