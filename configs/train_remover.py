@@ -57,7 +57,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
       channels=(16, 32, 32), d_channels=(16, 32, 64), steps=3000, batch_size=32, lr=1e-3,
       d_lr=1e-3, area_weight=8.0, keep_weight=1.0, preserve_weight=1.0,
       exclusive_weight=1.0, adv_weight=0.01, smooth_weight=1.0, logit_bound=3.0,
-      bound_weight=1.0, jitter=1, steps_per_call=20, checkpoint_every=500))
+      bound_weight=1.0, jitter=1, prior_weight=0.0, steps_per_call=20, checkpoint_every=500))
   c.progress = False
   if preset == "quick":
     pass

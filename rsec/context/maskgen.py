@@ -9,7 +9,9 @@ m is binarised straight-through and scored by a frozen multi-label classifier on
   t (`preserve`), and x's other classes must not (`exclusive`: covering a neighbour
   pastes it too).
 plus a mask-area prior, a total-variation term, a realism critic (a PatchGAN telling
-deletions from real images) and a bound on the mask logits.
+deletions from real images), a bound on the mask logits and, given unpaired ground-truth
+masks, the paper's mask-shape prior: a class-conditional critic telling generated masks
+from real masks of the same class taken from other images (`unpaired_masks`).
 
 Why preservation: with deletion alone an empty mask is an absorbing state (outside the
 mask the fill equals the image, so a pixel gets no removal gradient until it is already
@@ -26,17 +28,48 @@ import jax
 import jax.numpy as jnp
 
 from rsec.context.gan import GanState, all_finite, apply_grads, bce_logits, create_gan_state
-from rsec.models.inpainter import PatchDiscriminator, composite
-from rsec.models.mask_generator import MaskGenerator, straight_through
+import numpy as np
+
+from rsec.models.inpainter import composite
+from rsec.models.mask_generator import MaskGenerator, RemovalCritics, straight_through
 
 
 def create_maskgen_state(key: jax.Array, size: int, num_classes: int, channels=(16, 32, 64),
                          d_channels=(16, 32, 64), lr: float = 1e-3,
                          d_lr: float = 1e-3) -> GanState:
-  x = jnp.zeros((1, size, size, 3))
+  x, t = jnp.zeros((1, size, size, 3)), jnp.zeros((1,), jnp.int32)
   return create_gan_state(MaskGenerator(num_classes, tuple(channels)),
-                          PatchDiscriminator(tuple(d_channels)), (x, jnp.zeros((1,), jnp.int32)),
-                          (x,), key, lr, d_lr)
+                          RemovalCritics(num_classes, tuple(d_channels)), (x, t),
+                          (x, x[..., 0], t), key, lr, d_lr)
+
+
+def unpaired_masks(instance_masks: np.ndarray, classes: np.ndarray, shown: np.ndarray,
+                   seed: int) -> dict:
+  """Real class masks for the shape prior, unpaired with the images they sit beside.
+
+  instance_masks bool [N, S, H, W], classes int [N, S], shown bool [N, S].
+  Returns {'prior_mask': uint8 [N, H, W], 'prior_class': int32 [N]}: row i is the union
+  of the visible instances of one uniformly chosen present class (as `sample_targets`
+  chooses targets) of a random other image j != i that shows any object.
+  """
+  n = instance_masks.shape[0]
+  rng = np.random.default_rng(seed)
+  sel = np.asarray(shown, bool)
+  has = np.flatnonzero(sel.any(1))
+  if has.size < 2:
+    raise ValueError(f"instance_masks: need at least 2 images with a visible object to "
+                     f"unpair, got {has.size}")
+  source = has[rng.integers(0, has.size, size=n)]
+  while np.any(same := source == np.arange(n)):
+    source[same] = has[rng.integers(0, has.size, size=int(same.sum()))]
+  choice = np.array([rng.choice(np.unique(classes[j][sel[j]])) for j in source], np.int32)
+  of_class = sel[source] & (np.asarray(classes)[source] == choice[:, None])
+  masks = np.empty((n,) + instance_masks.shape[2:], np.uint8)
+  for lo in range(0, n, 4096):          # chunks: the paper preset has 50,000 images
+    rows = slice(lo, lo + 4096)
+    masks[rows] = (np.asarray(instance_masks[source[rows]])
+                   & of_class[rows, :, None, None]).any(1)
+  return {"prior_mask": masks, "prior_class": choice}
 
 
 def sample_targets(key: jax.Array, labels: jax.Array) -> jax.Array:
@@ -60,8 +93,10 @@ def make_maskgen_step(inpaint_fn: Callable, logits_fn: Callable, *, area_weight:
                       keep_weight: float = 1.0, preserve_weight: float = 1.0,
                       exclusive_weight: float = 1.0, adv_weight: float = 0.01,
                       smooth_weight: float = 0.2, logit_bound: float = 3.0,
-                      bound_weight: float = 1.0, jitter: int = 0) -> Callable:
-  """`step(state, batch, key)`; batch: 'image' [B, H, W, 3], 'targets' [B, K] in {0, 1}.
+                      bound_weight: float = 1.0, jitter: int = 0,
+                      prior_weight: float = 0.0) -> Callable:
+  """`step(state, batch, key)`; batch: 'image' [B, H, W, 3], 'targets' [B, K] in {0, 1}
+  and, for the shape prior, `unpaired_masks`' 'prior_mask' [B, H, W], 'prior_class' [B].
 
   inpaint_fn(x, m [B, H, W, 1]) -> G [B, H, W, 3] and logits_fn(x) -> [B, K] are frozen.
   The fill is treated as data (no gradient through the in-painter): the mask learns from
@@ -71,6 +106,8 @@ def make_maskgen_step(inpaint_fn: Callable, logits_fn: Callable, *, area_weight:
   mean(relu(|logit| - logit_bound)^2). jitter: the classifier sees both edits shifted by
   a random offset of up to this many pixels (edge padding), so that a mask cannot win by
   exploiting the exact pixel grid (thin strips along the image border; measured).
+  prior_weight: the generator's non-saturating loss against the mask critic (needs the
+  prior_* batch entries; 0 trains neither).
   """
 
   def step(state: GanState, batch, key):
@@ -82,6 +119,10 @@ def make_maskgen_step(inpaint_fn: Callable, logits_fn: Callable, *, area_weight:
     partner, partner_y = jnp.roll(x, 1, axis=0), jnp.roll(y, 1, axis=0)
     lacks_t = 1 - (partner_y * onehot).sum(-1)           # [B]: t is new on the partner
     pasted_others = others * (1 - partner_y)              # x's other classes, new there
+    use_prior = prior_weight > 0
+    if use_prior and "prior_mask" not in batch:
+      raise ValueError("prior_weight > 0 needs batch['prior_mask'] and ['prior_class'] "
+                       "(maskgen.unpaired_masks)")
 
     def g_loss(gp):
       logit = state.g_apply({"params": gp}, x, t)[..., None]
@@ -101,19 +142,28 @@ def make_maskgen_step(inpaint_fn: Callable, logits_fn: Callable, *, area_weight:
       area = m.mean()
       smooth = (jnp.abs(m[:, 1:] - m[:, :-1]).mean() + jnp.abs(m[:, :, 1:] - m[:, :, :-1]).mean())
       bound = (jax.nn.relu(jnp.abs(logit) - logit_bound) ** 2).mean()
-      adv = bce_logits(state.d_apply({"params": state.d_params}, edit), 1.0)
+      patch, shape = state.d_apply({"params": state.d_params}, edit, m[..., 0], t)
+      adv, prior = bce_logits(patch, 1.0), bce_logits(shape, 1.0)
       loss = (remove + keep_weight * keep + preserve_weight * preserve
               + exclusive_weight * exclusive + area_weight * area + smooth_weight * smooth
-              + bound_weight * bound + adv_weight * adv)
-      return loss, (edit, deleted, dict(remove=remove, keep=keep, preserve=preserve,
-                                        exclusive=exclusive, area=area))
+              + bound_weight * bound + adv_weight * adv + prior_weight * prior)
+      return loss, ((edit, m[..., 0]), deleted,
+                    dict(remove=remove, keep=keep, preserve=preserve, exclusive=exclusive,
+                         area=area, prior=prior))
 
-    (gl, (edit, deleted, parts)), gg = jax.value_and_grad(g_loss, has_aux=True)(state.g_params)
-    edit = jax.lax.stop_gradient(edit)
+    (gl, ((edit, m), deleted, parts)), gg = jax.value_and_grad(g_loss, has_aux=True)(
+        state.g_params)
+    edit, m = jax.lax.stop_gradient(edit), jax.lax.stop_gradient(m)
+    real_m = batch["prior_mask"].astype(m.dtype) if use_prior else m
+    real_c = batch["prior_class"] if use_prior else t
 
     def d_loss(dp):
-      return 0.5 * (bce_logits(state.d_apply({"params": dp}, x), 1.0) +
-                    bce_logits(state.d_apply({"params": dp}, edit), 0.0))
+      real_patch, real_shape = state.d_apply({"params": dp}, x, real_m, real_c)
+      fake_patch, fake_shape = state.d_apply({"params": dp}, edit, m, t)
+      loss = 0.5 * (bce_logits(real_patch, 1.0) + bce_logits(fake_patch, 0.0))
+      if use_prior:
+        loss += 0.5 * (bce_logits(real_shape, 1.0) + bce_logits(fake_shape, 0.0))
+      return loss
 
     dl, dg = jax.value_and_grad(d_loss)(state.d_params)
     gp, g_opt = apply_grads(state.g_params, state.g_opt, state.g_tx, gg)

@@ -38,7 +38,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
   for k in ("inpainter.adv_weight", "mask_generator.adv_weight", "mask_generator.area_weight",
             "mask_generator.keep_weight", "mask_generator.preserve_weight",
             "mask_generator.exclusive_weight", "mask_generator.smooth_weight",
-            "mask_generator.bound_weight"):
+            "mask_generator.bound_weight", "mask_generator.prior_weight"):
     cfg_lib.check(c, k, type_=float, low=0.0)
   cfg_lib.check(c, "mask_generator.logit_bound", type_=float, low=0.0, low_exclusive=True)
   cfg_lib.check(c, "mask_generator.batch_size", type_=int, low=2)   # preservation pairs rows
@@ -142,8 +142,11 @@ def train_mask_generator(c, train: dict, inpainter, classifier, workdir: str):
       keep_weight=pc.keep_weight, preserve_weight=pc.preserve_weight,
       exclusive_weight=pc.exclusive_weight, adv_weight=pc.adv_weight,
       smooth_weight=pc.smooth_weight, logit_bound=pc.logit_bound, bound_weight=pc.bound_weight,
-      jitter=pc.jitter)
+      jitter=pc.jitter, prior_weight=pc.prior_weight)
   data = {"image": train["image"], "targets": train["labels"]}
+  if pc.prior_weight > 0:
+    data.update(maskgen.unpaired_masks(train["masks"], train["layout"]["cls"], train["shown"],
+                                       c.seed + 203))
   with _writer(workdir, "mask_generator") as writer:
     return run_steps(step, state, data, key=jax.random.key(c.seed + 201),
                    batch_size=pc.batch_size, num_steps=pc.steps, seed=c.seed + 202,

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rsec.models.inpainter import DilatedConv, leaky, upsample2
+from rsec.models.inpainter import DilatedConv, PatchDiscriminator, leaky, upsample2
 from rsec.models.layers import PatchConv
 
 
@@ -45,3 +45,40 @@ def straight_through(soft: jax.Array, threshold: float = 0.5) -> jax.Array:
   """Binarises in the forward pass, passes the soft mask's gradient in the backward pass."""
   hard = (soft > threshold).astype(soft.dtype)
   return soft + jax.lax.stop_gradient(hard - soft)
+
+
+class MaskCritic(nn.Module):
+  """(mask [B, H, W] in [0, 1], class int [B]) -> logit [B]: a real mask of that class?
+
+  The unpaired mask prior of Shetty et al.: trained on ground-truth masks from *other*
+  images, it knows each class's shapes, sizes and places, not which pixels of this image
+  are the object. Strided convolutions over the mask and the class one-hot tiled onto it,
+  then one dense layer over the whole map (size and position are global properties).
+  """
+  num_classes: int
+  channels: Sequence[int] = (16, 32, 64)
+
+  @nn.compact
+  def __call__(self, m: jax.Array, cls: jax.Array) -> jax.Array:
+    b, h, w = m.shape
+    onehot = jnp.broadcast_to(jax.nn.one_hot(cls, self.num_classes, dtype=m.dtype)[:, None, None],
+                              (b, h, w, self.num_classes))
+    z = jnp.concatenate([m[..., None], onehot], -1)
+    for c in self.channels:
+      z = leaky(PatchConv(c, (4, 4), (2, 2), padding=((1, 1), (1, 1)))(z))
+    return nn.Dense(1)(z.reshape(b, -1))[:, 0]
+
+
+class RemovalCritics(nn.Module):
+  """The mask generator's two critics: a PatchGAN on edited images (realism) and a
+  `MaskCritic` on masks (shape prior). (x [B, H, W, 3], m [B, H, W], cls [B]) ->
+  (patch logits [B, H/8, W/8], mask logits [B])."""
+  num_classes: int
+  channels: Sequence[int] = (16, 32, 64)
+
+  def setup(self):
+    self.image = PatchDiscriminator(tuple(self.channels))
+    self.mask = MaskCritic(self.num_classes, tuple(self.channels))
+
+  def __call__(self, x: jax.Array, m: jax.Array, cls: jax.Array):
+    return self.image(x), self.mask(m, cls)
