@@ -26,10 +26,9 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-
-from rsec.context.gan import GanState, all_finite, apply_grads, bce_logits, create_gan_state
 import numpy as np
 
+from rsec.context.gan import GanState, all_finite, apply_grads, bce_logits, create_gan_state
 from rsec.models.inpainter import composite
 from rsec.models.mask_generator import MaskGenerator, RemovalCritics, straight_through
 
