@@ -53,7 +53,7 @@ def unpaired_masks(instance_masks: np.ndarray, classes: np.ndarray, shown: np.nd
   """
   n = instance_masks.shape[0]
   rng = np.random.default_rng(seed)
-  sel = np.asarray(shown, bool)
+  sel, classes = np.asarray(shown, bool), np.asarray(classes)
   has = np.flatnonzero(sel.any(1))
   if has.size < 2:
     raise ValueError(f"instance_masks: need at least 2 images with a visible object to "
@@ -62,9 +62,11 @@ def unpaired_masks(instance_masks: np.ndarray, classes: np.ndarray, shown: np.nd
   while np.any(same := source == np.arange(n)):
     source[same] = has[rng.integers(0, has.size, size=int(same.sum()))]
   choice = np.array([rng.choice(np.unique(classes[j][sel[j]])) for j in source], np.int32)
-  of_class = sel[source] & (np.asarray(classes)[source] == choice[:, None])
+  of_class = sel[source] & (classes[source] == choice[:, None])
+  # The union below is `removal.gt_masks` without its jax dilation (and removal imports
+  # this module); numpy chunks keep the paper preset's 50,000 images off a 1 GB copy.
   masks = np.empty((n,) + instance_masks.shape[2:], np.uint8)
-  for lo in range(0, n, 4096):          # chunks: the paper preset has 50,000 images
+  for lo in range(0, n, 4096):
     rows = slice(lo, lo + 4096)
     masks[rows] = (np.asarray(instance_masks[source[rows]])
                    & of_class[rows, :, None, None]).any(1)
