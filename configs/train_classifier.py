@@ -13,6 +13,9 @@ def data_config(train_size: int, test_size: int) -> ml_collections.ConfigDict:
       name="fonts",           # 'fonts', or a TFDS name read from data_dir ('mnist', ...)
       font_paths=(),          # TTF/OTF files or folders; () = default_font_paths()
       characters="ABCDEFGHIJ",
+      # Outlier exposure (training.mode=outlier_exposure): train_size more images of
+      # these characters join the training set, labelled -1. '' = none.
+      outlier_characters="",
       size=28,
       difficulty="hard",      # easy | moderate | hard (theta ranges)
       font_seed=0,            # the seeded permutation of the sorted font list
@@ -29,13 +32,16 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.data = data_config(train_size=20_000, test_size=5_000)
   c.model = ml_collections.ConfigDict(dict(name="paper_classifier"))
   c.training = ml_collections.ConfigDict(dict(
-      mode="normal",          # normal | adversarial | adversarial_full | trades
+      # normal | adversarial | adversarial_full | trades | on_manifold_* | stn_* |
+      # outlier_exposure | misinformation (rsec.training.modes)
+      mode="normal",
       # Adversarial modes: the attack (an rsec.attacks.ATTACKS name + its arguments).
       # The paper: Adam on delta, eps 0.3 L-inf, 40 iterations, highest-loss iterate.
       attack=dict(name="paper", eps=0.3, norm="linf", steps=40, lr=0.005, restarts=1,
                   select="max_loss"),
       adversarial_fraction=0.5,  # share of each batch made adversarial ('adversarial')
       trades_beta=6.0,
+      outlier_weight=0.5,     # outlier_exposure: weight of the uniform-posterior term
       batch_size=100,
       epochs=8,
       optimizer="adam",

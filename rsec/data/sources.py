@@ -31,6 +31,13 @@ def validate_data_config(c: ml_collections.ConfigDict, prefix: str = "data") -> 
     cfg_lib.check(c, f"{prefix}.size", type_=int, low=8)
     cfg_lib.check(c, f"{prefix}.characters", type_=str)
     cfg_lib.check(c, f"{prefix}.font_paths", type_=(tuple, list))
+    outliers = cfg_lib.get(c, prefix).get("outlier_characters", "")
+    if not isinstance(outliers, str):
+      raise ValueError(f"config.{prefix}.outlier_characters must be a string, got {outliers!r}")
+    shared = sorted(set(outliers) & set(cfg_lib.get(c, f"{prefix}.characters")))
+    if shared:
+      raise ValueError(f"config.{prefix}.outlier_characters must not repeat the classes' "
+                       f"characters, got {''.join(shared)!r} in both")
   else:
     cfg_lib.check(c, f"{prefix}.data_dir", type_=str)
     if not cfg_lib.get(c, f"{prefix}.data_dir"):
@@ -46,6 +53,21 @@ def load_prototypes_from_config(c: ml_collections.ConfigDict):
                          cache_dir=cache)
 
 
+def _with_outliers(c: ml_collections.ConfigDict, seed: int,
+                   train: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """`train` followed by `train_size` FONTS images of `c.outlier_characters`, labelled -1
+  (outlier exposure). Their data-set seed is `seed + 1`, so their affine parameters are
+  not those of the inliers."""
+  from rsec.data.fonts_dataset import fonts_split
+  oc = ml_collections.ConfigDict(c.to_dict())
+  oc.characters = c.outlier_characters
+  out = fonts_split(load_prototypes_from_config(oc), "train", c.train_size, seed=seed + 1,
+                    difficulty=c.difficulty)
+  out = {k: np.asarray(v) for k, v in out.items()}
+  out["label"] = np.full_like(out["label"], -1)
+  return {k: np.concatenate([train[k], out[k]]) for k in train}
+
+
 def load_classification(c: ml_collections.ConfigDict, seed: int) -> ClassificationData:
   """Loads the data set named by `c.name` (a `config.data` block)."""
   if c.name == "fonts":
@@ -56,6 +78,9 @@ def load_classification(c: ml_collections.ConfigDict, seed: int) -> Classificati
     train, test = split("train", c.train_size), split("test", c.test_size)
     info = {"name": "fonts", "num_fonts": protos.num_fonts, "fonts": list(protos.font_names),
             "characters": protos.characters, "difficulty": c.difficulty}
+    if c.get("outlier_characters"):
+      train = _with_outliers(c, seed, train)
+      info["outlier_characters"] = c.outlier_characters
     return ClassificationData(train, test, protos.num_classes, info, protos)
 
   from rsec.data.tfds_fonts import load_image_classification

@@ -41,7 +41,12 @@ def validate_train_config(c: ml_collections.ConfigDict) -> None:
   cfg_lib.check(c, t + "checkpoint_every", type_=int, low=1)
   cfg_lib.check(c, t + "log_every", type_=int, low=1)
   cfg_lib.check(c, "eval.batch_size", type_=int, low=1)
-  if c.training.mode != "normal":
+  if c.training.mode == "outlier_exposure":
+    cfg_lib.check(c, t + "outlier_weight", type_=float, low=0, low_exclusive=True)
+    if not c.data.get("outlier_characters"):
+      raise ValueError("config.training.mode='outlier_exposure' needs outlier images: set "
+                       "config.data.outlier_characters (e.g. 'KLMNOPQRST')")
+  if c.training.mode not in ("normal", "outlier_exposure", "misinformation"):
     from rsec.attacks import ATTACKS
     cfg_lib.check(c, t + "attack.name", type_=str, choices=ATTACKS.names())
     cfg_lib.check(c, t + "adversarial_fraction", type_=float, low=0, high=1, low_exclusive=True)
