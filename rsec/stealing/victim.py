@@ -42,18 +42,25 @@ class QueryBudget:
 
   `charge(n)` is a context manager: it reserves n images (BudgetExceededError if that
   would pass the limit), yields the stream index of the first, and keeps them if the
-  block succeeds or gives them back if it raises.
+  block succeeds or gives them back if it raises. `used` counts reservations too (what
+  the limit is checked against); `answered` only the blocks that succeeded (what a
+  server persists, so a crash mid-answer charges nothing).
   """
 
   def __init__(self, limit: int | None = None, used: int = 0):
     if limit is not None:
       limit = check_positive_int("budget", limit, minimum=0)
-    self.limit, self._used, self._next = limit, int(used), int(used)
+    self.limit = limit
+    self._used = self._next = self._answered = int(used)
     self._lock = threading.Lock()
 
   @property
   def used(self) -> int:
     return self._used
+
+  @property
+  def answered(self) -> int:
+    return self._answered
 
   @property
   def left(self) -> int | None:
@@ -75,6 +82,10 @@ class QueryBudget:
       if self._next == start + n:  # the last reservation: its stream indices are reused
         self._next = start
 
+  def commit(self, n: int) -> None:
+    with self._lock:
+      self._answered += n
+
   def charge(self, n: int):
     budget = self
 
@@ -86,6 +97,8 @@ class QueryBudget:
       def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
           budget.release(n, self.start)
+        else:
+          budget.commit(n)
         return False
     return _Charge()
 
