@@ -221,6 +221,21 @@ def _save_cache(stem: str, built: dict, shape: tuple[int, ...]) -> None:
   os.replace(tmp + ".json", stem + ".json")
 
 
+_WARNED: set[tuple] = set()
+
+
+def _warn_skipped_once(skipped: list, num_files: int) -> None:
+  """One warning line per process for a given set of skipped fonts (expected: symbol
+  fonts and duplicates among the default paths); the reasons go to the INFO log and to
+  `Prototypes.skipped`, which entry points keep in their workdir."""
+  key = tuple(p for p, _ in skipped)
+  if key not in _WARNED:
+    _WARNED.add(key)
+    log.warning("FONTS: skipped %d of %d candidate fonts (symbol fonts, duplicates, missing "
+                "glyphs; Prototypes.skipped has the reasons)", len(skipped), num_files)
+  log.info("FONTS: skipped:\n%s", "\n".join(f"  {p}: {r}" for p, r in skipped))
+
+
 def load_prototypes(font_paths: Sequence[str] | None = None, characters: str = "ABCDEFGHIJ",
                     size: int = 28, seed: int = 0, cache_dir: str | None = None) -> Prototypes:
   """Renders the glyph prototypes of every usable font.
@@ -252,8 +267,7 @@ def load_prototypes(font_paths: Sequence[str] | None = None, characters: str = "
     if cache_dir is not None:
       _save_cache(stem, built, (0, len(characters), size, size))
   if built["skipped"]:
-    log.warning("FONTS: skipped %d of %d fonts:\n%s", len(built["skipped"]), len(files),
-                "\n".join(f"  {p}: {r}" for p, r in built["skipped"]))
+    _warn_skipped_once(built["skipped"], len(files))
   if not built["kept"]:
     raise ValueError(
         f"font_paths gave no usable font for characters {characters!r} "

@@ -77,7 +77,8 @@ def load_classification(c: ml_collections.ConfigDict, seed: int) -> Classificati
         protos, s, n, seed=seed, difficulty=c.difficulty).items()}
     train, test = split("train", c.train_size), split("test", c.test_size)
     info = {"name": "fonts", "num_fonts": protos.num_fonts, "fonts": list(protos.font_names),
-            "characters": protos.characters, "difficulty": c.difficulty}
+            "characters": protos.characters, "difficulty": c.difficulty,
+            "skipped_fonts": [f"{p}: {r}" for p, r in protos.skipped]}
     if c.get("outlier_characters"):
       train = _with_outliers(c, seed, train)
       info["outlier_characters"] = c.outlier_characters

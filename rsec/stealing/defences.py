@@ -232,6 +232,14 @@ def simplex_noise(ctx: DefenceContext, eps: float = 0.5) -> Defence:
   return Defence("simplex_noise", apply, randomised=True)
 
 
+def defence_settings(name: str) -> list[str]:
+  """The settings (config primitives) defence `name` takes, e.g. ['eps', 'seed'] for MAD;
+  model arguments (`surrogate`, `misinformation`) are not settings."""
+  import inspect
+  return [p for p in inspect.signature(DEFENCES.get(name)).parameters
+          if p not in ("ctx", "surrogate", "misinformation")]
+
+
 def make_defence(name: str, ctx: DefenceContext, **params) -> Defence:
   """The defence `name` with its settings (`params`) for the victim described by `ctx`.
 

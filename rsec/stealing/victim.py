@@ -14,7 +14,6 @@ before it is answered and gives them back if answering fails), and a query log.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import threading
 import time
 from typing import Any, Callable
@@ -26,7 +25,7 @@ import numpy as np
 from rsec import parallel
 from rsec.checks import check_choice, check_positive_int
 from rsec.stealing.defences import (DEFENCES, KEY_MODES, Defence, DefenceContext,
-                                    make_defence, query_keys)
+                                    defence_settings, make_defence, query_keys)
 from rsec.stealing.outputs import OutputMode, make_output_mode
 
 TRAIN_COMMAND = ("python -m experiments.train_classifier --config=configs/train_classifier.py:quick "
@@ -222,11 +221,6 @@ class Victim:
     return out
 
 
-def _defence_settings(name: str) -> list[str]:
-  return [p for p in inspect.signature(DEFENCES.get(name)).parameters
-          if p not in ("ctx", "surrogate", "misinformation")]
-
-
 def classifier_input_shape(classifier_workdir: str) -> tuple[int, ...]:
   """One image's shape, as the classifier's latest checkpoint records it."""
   import os
@@ -257,7 +251,7 @@ def victim_from_workdir(classifier_workdir: str, *, defence: dict | None = None,
   input_shape = classifier_input_shape(classifier_workdir)
   defence = dict(defence or {"name": "none"})
   dname = check_choice("defence", defence.get("name"), DEFENCES.names())
-  dparams = {k: v for k, v in defence.items() if k in _defence_settings(dname)}
+  dparams = {k: v for k, v in defence.items() if k in defence_settings(dname)}
   output = dict(output or {"mode": "probs"})
   oname = output.pop("mode")
   oparams = {k: v for k, v in output.items()
