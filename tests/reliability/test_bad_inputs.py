@@ -175,6 +175,9 @@ CLI_CASES = [
     ("train_classifier", ["--config.training.batch_size=30"], "config.training.batch_size=30 must be divisible"),
     ("train_classifier", ["--config.data.font_paths=('/no/such/fonts',)"], "/no/such/fonts"),
     ("attack_eval", ["--config.classifier_workdir=/no/such/dir"], "experiments.train_classifier"),
+    ("serve_victim", ["--config.classifier_workdir=/no/such/dir"], "experiments.train_classifier"),
+    ("serve_victim", ["--config.defence.name=laplace"], "unknown defence 'laplace'"),
+    ("defence_utility", ["--config.grid.mad.eps=-1"], "config.grid.mad.eps"),
 ]
 
 
@@ -186,3 +189,108 @@ def test_cli_exits_cleanly_with_a_message(tmp_path, entry, args, message):
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert message in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+# --- model stealing: the victim, its defences and output modes -------------------------
+# Each case also checks that nothing compiled and that the victim's budget is untouched.
+
+from configs.defence_utility import get_config as defence_utility_config  # noqa: E402
+from configs.serve_victim import get_config as serve_victim_config  # noqa: E402
+from experiments import serve_victim  # noqa: E402
+from rsec.stealing import AuxModel, DefenceContext, defend, make_defence, make_output_mode  # noqa: E402
+from rsec.stealing.misinformation import load_misinformation_model  # noqa: E402
+from rsec.stealing.server import parse_api_keys  # noqa: E402
+from rsec.stealing.utility import defender_utility  # noqa: E402
+from rsec.stealing.utility_study import validate_config as validate_utility_config  # noqa: E402
+from rsec.stealing.victim import Victim, victim_from_workdir  # noqa: E402
+
+K = 4
+CTX = DefenceContext(K, (8, 8, 1), "mlp")
+P = np.full((3, K), 1 / K, np.float32)
+_COMPILES = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, *a, **k: _COMPILES.append(event) if "backend_compile" in event else None)
+
+
+def _victim_logits(x):
+  return x.reshape(x.shape[0], -1)[:, :K] * 3.0
+
+
+_VICTIM = Victim(_victim_logits, (8, 8, 1), budget=5)
+
+
+def _wrong_class_surrogate():
+  model = make_model("mlp", K + 1)
+  return AuxModel(model.apply, model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1))))
+
+
+_WRONG_SURROGATE = _wrong_class_surrogate()  # built here: its init compiles, the check must not
+
+
+def _not_misinformation(t):
+  from tests.experiments.test_train_classifier import small_config
+  from experiments import train_classifier
+  c = small_config(epochs=1)
+  c.data.train_size, c.data.test_size, c.eval.batch_size = 200, 100, 100
+  train_classifier.run(c, os.path.join(t, "clf"))
+  return load_misinformation_model(os.path.join(t, "clf"))
+
+
+def _with(config, **changes):
+  for dotted, value in changes.items():
+    *path, last = dotted.split("__")
+    node = config
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return config
+
+
+STEALING_CASES = [
+    ("posterior NaN", lambda t: defend(make_defence("none", CTX), np.full((2, K), np.nan, np.float32)), "non-finite"),
+    ("posterior negative", lambda t: defend(make_defence("none", CTX), np.array([[1.2, -0.2, 0, 0]], np.float32)), "negative"),
+    ("posterior rows not summing to one", lambda t: defend(make_defence("none", CTX), P * 2), "sum to 1"),
+    ("posterior of the wrong rank", lambda t: defend(make_defence("none", CTX), P[0]), "shape"),
+    ("MAD eps < 0", lambda t: make_defence("mad", CTX, eps=-0.1), "eps must be >= 0"),
+    ("MAD eps NaN", lambda t: make_defence("mad_argmax", CTX, eps=float("nan")), "eps must be finite"),
+    ("simplex noise eps inf", lambda t: make_defence("simplex_noise", CTX, eps=float("inf")), "eps must be finite"),
+    ("top-k defence k = 0", lambda t: make_defence("topk", CTX, k=0), "k must be"),
+    ("top-k defence k > K", lambda t: make_defence("topk", CTX, k=K + 1), r"k must lie in \[1, 4\]"),
+    ("top-k output k > K", lambda t: make_output_mode("topk", K, k=9), r"k must lie in \[1, 4\]"),
+    ("rounding decimals < 0", lambda t: make_defence("rounding", CTX, decimals=-1), "decimals"),
+    ("rounded output decimals < 0", lambda t: make_output_mode("rounded", K, decimals=-2), "decimals"),
+    ("unknown defence", lambda t: make_defence("laplace", CTX), "unknown defence 'laplace'"),
+    ("setting the defence does not take", lambda t: make_defence("mad", CTX, k=3), r"takes \['eps', 'seed', 'surrogate'\]"),
+    ("unknown output mode", lambda t: make_output_mode("logits", K), "unknown output mode 'logits'"),
+    ("reverse sigmoid gamma 0", lambda t: make_defence("reverse_sigmoid", CTX, gamma=0.0), "gamma must be > 0"),
+    ("surrogate of the wrong class count", lambda t: make_defence("mad", CTX, surrogate=_WRONG_SURROGATE), "must output 4 classes"),
+    ("misinformation model missing", lambda t: make_defence("adaptive_misinformation", CTX), "misinformation_workdir"),
+    ("misinformation model of another mode", _not_misinformation, "training.mode=misinformation"),
+    ("unknown key mode", lambda t: Victim(_victim_logits, (8, 8, 1), key_mode="time"), "unknown key_mode"),
+    ("victim input shape the model cannot take", lambda t: Victim(lambda x: x.reshape(x.shape[0], 3, -1)[:, 0], (7, 7, 1)), "logits_fn"),
+    ("query of the wrong shape", lambda t: _VICTIM.query(np.zeros((2, 9, 8, 1), np.float32)), r"shape \(batch >= 1, 8, 8, 1\)"),
+    ("one image without a batch axis", lambda t: _VICTIM.query(np.zeros((8, 8, 1), np.float32)), "add a batch axis"),
+    ("query of integer pixels", lambda t: _VICTIM.query(np.zeros((2, 8, 8, 1), np.uint8)), "floating-point"),
+    ("query outside [0, 1]", lambda t: _VICTIM.query(np.full((2, 8, 8, 1), 1.5, np.float32)), r"\[0, 1\]"),
+    ("query with NaN", lambda t: _VICTIM.query(np.full((2, 8, 8, 1), np.nan, np.float32)), "non-finite"),
+    ("query beyond the budget", lambda t: _VICTIM.query(np.zeros((6, 8, 8, 1), np.float32)), "budget exhausted: 6 images asked, 5 of 5 left"),
+    ("missing classifier workdir", lambda t: victim_from_workdir(os.path.join(t, "none")), "experiments.train_classifier"),
+    ("no classifier workdir", lambda t: victim_from_workdir(""), "experiments.train_classifier"),
+    ("utility of mismatched posteriors", lambda t: defender_utility(P, P[:, :3] / P[:, :3].sum(1, keepdims=True), np.zeros(3, np.int64)), "shape"),
+    ("API keys without budgets", lambda t: parse_api_keys("alice,bob=3"), "KEY=BUDGET"),
+    ("serve_victim port out of range", lambda t: serve_victim.run(_with(serve_victim_config(), port=70000), t), r"config\.port"),
+    ("serve_victim without a classifier", lambda t: serve_victim.run(serve_victim_config(), t), "experiments.train_classifier"),
+    ("defence utility grid: unknown defence", lambda t: validate_utility_config(_with(defence_utility_config(), grid={"laplace": {}})), "unknown defence 'laplace'"),
+    ("defence utility grid: unknown setting", lambda t: validate_utility_config(_with(defence_utility_config(), grid={"mad": {"k": (1,)}})), r"config\.grid\.mad\.k"),
+    ("defence utility: outliers repeat the classes", lambda t: validate_utility_config(_with(defence_utility_config(), outlier_characters="AK")), r"config\.outlier_characters"),
+]
+
+
+@pytest.mark.parametrize("name,fn,match", STEALING_CASES, ids=[c[0] for c in STEALING_CASES])
+def test_stealing_bad_input_raises_before_compiling_and_charges_nothing(tmp_path, name, fn, match):
+  compiles, used = len(_COMPILES), _VICTIM.queries_used
+  with pytest.raises(ValueError, match=match):
+    fn(str(tmp_path))
+  if "misinformation model of another mode" not in name:  # that case trains a classifier first
+    assert len(_COMPILES) == compiles, f"{name}: compiled before refusing"
+  assert _VICTIM.queries_used == used == 0
