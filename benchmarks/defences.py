@@ -15,8 +15,8 @@ All on the paper CNN (10 classes) and 28x28x1 FONTS test images, batch --n (1,00
    benchmarks/mad_torch.py) on the same surrogate weights ported to PyTorch: max |objective
    difference| on --check_n queries, and queries/s (the reference timed on --ref_n queries).
 3. The same MAD with the Jacobians from JAX autograd (`rsec.stealing.mad.
-   autograd_objectives`, vmap of jacrev), jitted, batch --autograd_batch: what the closed
-   form buys.
+   autograd_objectives`, vmap of jacrev), jitted, batch --autograd_batch run in chunks
+   of rsec MAD's best chunk (so chunking is not what differs): what the closed form buys.
 4. ART 1.20's `PyTorchClassifier` with its postprocessors (ReverseSigmoid, Rounded,
    ClassLabels, HighConfidence) on the victim's weights ported to PyTorch vs the matching
    rsec defences; plus ART's ClassLabels (batch-wise argmax) and HighConfidence (rows that
@@ -124,6 +124,14 @@ def autograd_mad_fn(logits_fn, surrogate: AuxModel, eps: float):
   return lambda x: fn(surrogate.variables, x)
 
 
+def in_chunks(fn, x: np.ndarray, chunk: int):
+  """fn over x in rows of `chunk` (XLA:CPU is faster on a few hundred rows than on
+  thousands, so the autograd version is chunked like the Victim it is compared with);
+  outputs concatenated on host."""
+  parts = [jax.device_get(fn(x[i:i + chunk])) for i in range(0, len(x), chunk)]
+  return tuple(np.concatenate(p) for p in zip(*parts))
+
+
 def bench_mad(logits_fn, variables, x, args, chunk):
   """Objective agreement and queries/s: rsec MAD, the torch reference, JAX autograd."""
   import torch
@@ -159,20 +167,24 @@ def bench_mad(logits_fn, variables, x, args, chunk):
 
   b_ag = min(args.autograd_batch, len(x))
   x_ag = x[:b_ag]
-  autograd = autograd_mad_fn(logits_fn, surrogate, args.eps)
-  ag_answer, ag_obj = autograd(x_ag)
+  autograd_fn = autograd_mad_fn(logits_fn, surrogate, args.eps)
+  autograd = lambda: in_chunks(autograd_fn, x_ag, chunk)
+  ag_answer, ag_obj = autograd()
   ans_ag = victim.respond(x_ag)
   p_ag = jax.nn.softmax(model.apply(sur_vars, x_ag, train=False))
   ours_ag = np.asarray(mad.angular_objective(ans_ag["defended"], ans_ag["posterior"], p_ag))
   out["mad/max_abs_objective_diff/rsec_vs_jax_autograd"] = float(np.max(np.abs(
-      ours_ag - np.asarray(ag_obj))))
+      ours_ag - ag_obj)))
+  out["mad/max_abs_answer_diff/rsec_vs_jax_autograd"] = float(np.max(np.abs(
+      ans_ag["defended"] - ag_answer)))
   out["mad/autograd_batch"] = b_ag
+  out["mad/autograd_chunk"] = chunk
 
   x_ref = _nchw(_tile(x, args.ref_n))
   t = time_interleaved({
       "rsec": lambda: victim.query(x),
       "torch_reference": lambda: reference(x_ref),
-      "jax_autograd": lambda: jax.block_until_ready(autograd(x_ag)),
+      "jax_autograd": autograd,
   }, rounds=args.rounds, min_seconds=args.min_seconds)
   out["mad/queries_per_s/rsec"] = len(x) / t["rsec"]
   out["mad/queries_per_s/torch_reference"] = args.ref_n / t["torch_reference"]
@@ -233,11 +245,24 @@ def bench_art(logits_fn, variables, x, chunks_best, args):
       arts["reverse_sigmoid"].predict(xt, batch_size=b) - ours["reverse_sigmoid"].query(x))))
   out["art/none/max_abs_diff_rsec_vs_art"] = float(np.max(np.abs(y - ours["none"].query(x))))
 
-  fns = {}
+  # The bare forward passes (softmax(logits), no defence, no Victim) show how much of any
+  # gap is XLA's vs PyTorch's CPU convolutions rather than the defences.
+  probs = jax.jit(lambda v: jax.nn.softmax(logits_fn(v)))
+  c_none = chunks_best["none"]
+
+  def torch_forward():
+    with torch.no_grad():
+      return net(torch.from_numpy(xt)).numpy()
+
+  fns = {"forward/jax": lambda: [np.asarray(probs(x[i:i + c_none]))
+                                 for i in range(0, b, c_none)],
+         "forward/torch": torch_forward}
   for k in s:
     fns[f"art/{k}"] = lambda c=arts[k]: c.predict(xt, batch_size=b)
     fns[f"rsec/{k}"] = lambda v=ours[k]: v.query(x)
   t = time_interleaved(fns, rounds=args.rounds, min_seconds=args.min_seconds)
+  out[f"art/forward_queries_per_s/jax_jit_chunk{c_none}"] = b / t["forward/jax"]
+  out["art/forward_queries_per_s/torch"] = b / t["forward/torch"]
   for k in s:
     out[f"art/queries_per_s/{k}/art"] = b / t[f"art/{k}"]
     out[f"art/queries_per_s/{k}/rsec"] = b / t[f"rsec/{k}"]
@@ -330,17 +355,25 @@ def table(out: dict) -> str:
                f"{out['mad/check_n']} queries"))
   rows.append(("MAD  JAX autograd (vmap jacrev)", f"{out['mad/queries_per_s/jax_autograd']:,.0f}",
                f"rsec {out['mad/speedup/vs_jax_autograd']:.1f}x; batch "
-               f"{out['mad/autograd_batch']}; max |obj diff| "
+               f"{out['mad/autograd_batch']} in chunks of {out['mad/autograd_chunk']}; "
+               f"max |obj diff| "
                f"{out['mad/max_abs_objective_diff/rsec_vs_jax_autograd']:.2e}"))
   for k in ART_MATCHED:
     rows.append((f"ART  {k}", f"{out[f'art/queries_per_s/{k}/art']:,.0f}",
                  f"rsec {out[f'art/queries_per_s/{k}/rsec']:,.0f} "
                  f"(chunk {out[f'art/chunk/{k}/rsec']}) = "
                  f"{out[f'art/speedup/{k}/rsec_vs_art']:.2f}x ART"))
+  fwd = {k.rsplit("/", 1)[1]: v for k, v in out.items() if k.startswith("art/forward_queries")}
+  rows.append(("forward only  JAX jit / torch", " / ".join(f"{v:,.0f}" for v in fwd.values()),
+               "softmax(logits), no defence or Victim: " + ", ".join(fwd)))
   rows.append(("ART  ClassLabels faults", "",
                f"{out['art/label/fraction_rows_not_rowwise_one_hot/art']:.1%} of rows not the "
                f"row-wise one-hot ({out['art/label/mean_ones_per_row/art']:.2f} ones/row); "
                f"rsec {out['art/label/fraction_rows_not_rowwise_one_hot/rsec']:.1%}"))
+  rows.append(("ART  reverse_sigmoid vs rsec", "",
+               f"max |diff| {out['art/reverse_sigmoid/max_abs_diff_rsec_vs_art']:.3f} with the "
+               f"same beta, gamma; ART Rounded max |row sum - 1| "
+               f"{out['art/rounding/max_abs_row_sum_minus_1/art']:.3f}"))
   rows.append(("ART  HighConfidence faults", "",
                f"max |row sum - 1| {out['art/high_confidence/max_abs_row_sum_minus_1/art']:.3f}, "
                f"{out['art/high_confidence/fraction_rows_sum_off_by_1e-3/art']:.1%} of rows off "
@@ -355,6 +388,8 @@ def table(out: dict) -> str:
   lines.insert(1, "-" * len(lines[0]))
   targets = out["targets"]
   lines.append("")
+  lines.append(f"1-minute load average: {out['loadavg_1min/start']:.2f} at the start, "
+               f"{out['loadavg_1min/end']:.2f} at the end ({out['cpu_count']} CPUs)")
   lines += [f"target {k}: {'met' if v else 'NOT met'}" for k, v in targets.items()]
   return "\n".join(lines)
 
@@ -400,7 +435,10 @@ def main():
 
   out = {"n": len(x), "rounds": args.rounds, "jax_device": str(jax.devices()[0]),
          "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": 2,
-         "classifier_workdir": workdir, "misinformation_model": mis_how}
+         "classifier_workdir": workdir, "misinformation_model": mis_how,
+         # PyTorch's OpenMP threads slow down by an order of magnitude when another
+         # process holds the cores, so the load says how far to trust the peer figures.
+         "loadavg_1min/start": os.getloadavg()[0]}
 
   d = bench_defences(logits_fn, x, args.chunks, misinformation, args.rounds, args.min_seconds)
   out["defences/queries_per_s"] = d
@@ -420,6 +458,7 @@ def main():
       "rsec >= 1x ART (every matched defence)":
           all(out[f"art/speedup/{k}/rsec_vs_art"] >= 1 for k in ART_MATCHED),
   }
+  out["loadavg_1min/end"] = os.getloadavg()[0]
   out["wall_seconds"] = time.time() - t_start
   print(json.dumps(out, indent=2))
   print()

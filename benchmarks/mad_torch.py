@@ -8,6 +8,13 @@ G [K, D], then for every simplex vertex y* the line search alpha = min(1, eps /
 ||y* - y||_1), y~ = (1 - alpha) y + alpha y*, and the objective
 ||G^T y~ / |G^T y~| - G^T y / |G^T y| ||^2 (the normalised one rsec uses), keeping the best.
 The loop over vertices is a Python loop, as in the reference code.
+
+Where this differs from the reference's `bb_mad` (on purpose, so both libraries solve the
+same problem): G also holds the bias gradient (the reference keeps the weight's only), and
+every vertex is scored after its line search (the reference scores the raw vertices, by
+default with the un-normalised objective, then line-searches the winner). It also leaves
+out the reference's per-query bookkeeping (final objective values, constraint checks, the
+query log), so it is, if anything, faster than the original.
 """
 from __future__ import annotations
 

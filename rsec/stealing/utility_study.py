@@ -51,6 +51,26 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
                          f"{defence_settings(name)}")
       if not isinstance(values, (tuple, list)) or not values:
         raise ValueError(f"config.grid.{name}.{setting} must be a non-empty tuple of values")
+  _check_cells(c)
+
+
+def _check_cells(c: ml_collections.ConfigDict) -> None:
+  """Builds every cell's defence once on a stand-in victim, so a bad setting is refused
+  (naming its grid key) before anything trains. MAD's surrogate and the misinformation
+  model are stand-ins too: only the settings are checked here."""
+  import jax.numpy as jnp
+  from rsec.stealing.defences import AuxModel, DefenceContext, make_defence
+  d = c.classifier.data
+  k = len(d.characters)
+  ctx = DefenceContext(k, (d.size, d.size, 1), c.classifier.model.name)
+  stand_in = AuxModel(lambda v, x, train=False: jnp.zeros((x.shape[0], k)), {})
+  for name, settings in cells(c.grid):
+    extra = ({"misinformation": stand_in} if name == "adaptive_misinformation" else
+             {"surrogate": stand_in} if name.startswith("mad") else {})
+    try:
+      make_defence(name, ctx, **settings, **extra)
+    except ValueError as e:
+      raise ValueError(f"config.grid.{name}: {e}") from None
 
 
 def cells(grid: ml_collections.ConfigDict) -> list[tuple[str, dict[str, Any]]]:

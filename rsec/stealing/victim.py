@@ -243,19 +243,21 @@ def victim_from_workdir(classifier_workdir: str, *, defence: dict | None = None,
   'k': ..., 'decimals': ...} likewise. The defence key is `fold_in(key(seed), 1)`.
   ValueError naming the train_classifier command if the workdir holds no classifier.
   """
+  from rsec.stealing.outputs import OUTPUT_MODES
   from rsec.training.classifier import restore_classifier
+  defence = dict(defence or {"name": "none"})
+  dname = check_choice("defence", defence.get("name"), DEFENCES.names())
+  dparams = {k: v for k, v in defence.items() if k in defence_settings(dname)}
+  output = dict(output or {"mode": "probs"})
+  oname = check_choice("output mode", output.pop("mode", None), OUTPUT_MODES.names())
+  oparams = {k: v for k, v in output.items()
+             if k in {"topk": ("k",), "rounded": ("decimals",)}.get(oname, ())}
+  check_choice("key_mode", key_mode, KEY_MODES)
   if not classifier_workdir:
     raise ValueError(f"classifier_workdir must name a train_classifier workdir (make one "
                      f"with `{TRAIN_COMMAND}`)")
   state, config = restore_classifier(classifier_workdir)
   input_shape = classifier_input_shape(classifier_workdir)
-  defence = dict(defence or {"name": "none"})
-  dname = check_choice("defence", defence.get("name"), DEFENCES.names())
-  dparams = {k: v for k, v in defence.items() if k in defence_settings(dname)}
-  output = dict(output or {"mode": "probs"})
-  oname = output.pop("mode")
-  oparams = {k: v for k, v in output.items()
-             if k in {"topk": ("k",), "rounded": ("decimals",)}.get(oname, ())}
   return Victim(state.logits_fn(), input_shape, defence=dname, defence_params=dparams,
                 output_mode=oname, output_params=oparams,
                 key=jax.random.fold_in(jax.random.key(seed), 1), key_mode=key_mode,

@@ -177,7 +177,7 @@ CLI_CASES = [
     ("attack_eval", ["--config.classifier_workdir=/no/such/dir"], "experiments.train_classifier"),
     ("serve_victim", ["--config.classifier_workdir=/no/such/dir"], "experiments.train_classifier"),
     ("serve_victim", ["--config.defence.name=laplace"], "unknown defence 'laplace'"),
-    ("defence_utility", ["--config.grid.mad.eps=-1"], "config.grid.mad.eps"),
+    ("defence_utility", ["--config.grid.mad.eps=-1"], "config.grid.mad: defence eps must be >= 0"),
 ]
 
 

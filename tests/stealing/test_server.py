@@ -67,7 +67,7 @@ def stop(proc):
 @pytest.fixture(scope="module")
 def served(classifier_workdir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("served"))
-  proc, url = start_server(classifier_workdir, workdir)
+  proc, url = start_server(classifier_workdir, workdir, "--config.log_images=False")
   yield proc, url, workdir
   stop(proc)
 
@@ -126,9 +126,17 @@ def test_bad_requests_get_4xx_json_and_cost_nothing(served):
   assert json.loads(urllib.request.urlopen(url + "/health").read())["status"] == "ok"
 
 
+def test_log_images_false_is_false(served):
+  # The reference code parses the string "False" as true; config overrides are typed here.
+  _, url, workdir = served
+  RemoteVictim(url, "bob").query(_images(1))
+  assert json.load(open(os.path.join(workdir, "config.json")))["log_images"] is False
+  assert not os.path.exists(os.path.join(workdir, "queries"))
+
+
 def test_budget_is_enforced_concurrently_and_survives_a_restart(classifier_workdir, tmp_path):
   workdir = str(tmp_path / "served_budget")
-  proc, url = start_server(classifier_workdir, workdir)
+  proc, url = start_server(classifier_workdir, workdir, "--config.log_images=True")
   try:
     alice = RemoteVictim(url, "alice")               # 40 images
     answered, refused = [], []
@@ -153,7 +161,9 @@ def test_budget_is_enforced_concurrently_and_survives_a_restart(classifier_workd
   saved = json.load(open(os.path.join(workdir, "budgets.json")))
   assert saved["used"] == {"alice": 39, "bob": 0}
   assert sum(json.loads(line)["n"] for line in open(os.path.join(workdir, "queries.jsonl"))) == 39
-  proc, url = start_server(classifier_workdir, workdir)
+  logged = [np.load(os.path.join(workdir, "queries", f)) for f in os.listdir(os.path.join(workdir, "queries"))]
+  assert sum(len(a) for a in logged) == 39 and logged[0].shape[1:] == (28, 28, 1)
+  proc, url = start_server(classifier_workdir, workdir, "--config.log_images=True")
   try:
     alice = RemoteVictim(url, "alice")
     assert alice.budget()["used"] == 39              # neither forgotten nor double-counted
