@@ -173,9 +173,10 @@ def write_report(workdir: str, c, results: dict, rows) -> str:
   by_name: dict[str, list] = {}
   for n, s, u in rows:
     by_name.setdefault(n, []).append((u["mean_l1"], u["accuracy_loss"] * 100))
-  for n, pts in by_name.items():
+  for i, (n, pts) in enumerate(by_name.items()):
     pts = sorted(pts)
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=n, ms=4)
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", marker="os^vD"[i % 5], ms=4,
+            color=plt.cm.tab20(i % 20), label=n)
   ax.set_xlabel("mean L1 perturbation ||y~ - y||_1")
   ax.set_ylabel("defender accuracy loss (points)")
   ax.set_title("What each defence costs the defender")
