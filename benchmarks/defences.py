@@ -210,6 +210,7 @@ def _art_classifier(net, postprocessor):
 def bench_art(logits_fn, variables, x, chunks_best, args):
   """queries/s of ART's postprocessed PyTorchClassifier.predict vs rsec's Victim.query
   with the matching defences, and ART's output faults."""
+  import art
   import torch
   from art.defences.postprocessor import ClassLabels, HighConfidence, ReverseSigmoid, Rounded
   # ART's postprocessors read probabilities, so the ported model ends in a softmax.
@@ -223,7 +224,7 @@ def bench_art(logits_fn, variables, x, chunks_best, args):
                     chunk=chunks_best[k]) for k in s}
   xt = np.ascontiguousarray(x.transpose(0, 3, 1, 2))   # ART takes NCHW NumPy
   b = len(x)
-  out = {"art/version": __import__("art").__version__}
+  out = {"art/version": art.__version__}
 
   # Correctness: ART on one batch vs the row-wise definition of each output.
   y = arts["none"].predict(xt, batch_size=b)
@@ -239,7 +240,8 @@ def bench_art(logits_fn, variables, x, chunks_best, args):
     sums_art = arts[name].predict(xt, batch_size=b).sum(1)
     sums_rsec = ours[name].query(x).sum(1)
     out[f"art/{name}/max_abs_row_sum_minus_1/art"] = float(np.max(np.abs(sums_art - 1)))
-    out[f"art/{name}/fraction_rows_sum_off_by_1e-3/art"] = float(np.mean(np.abs(sums_art - 1) > 1e-3))
+    out[f"art/{name}/fraction_rows_sum_off_by_1e-3/art"] = float(np.mean(
+        np.abs(sums_art - 1) > 1e-3))
     out[f"art/{name}/max_abs_row_sum_minus_1/rsec"] = float(np.max(np.abs(sums_rsec - 1)))
   out["art/reverse_sigmoid/max_abs_diff_rsec_vs_art"] = float(np.max(np.abs(
       arts["reverse_sigmoid"].predict(xt, batch_size=b) - ours["reverse_sigmoid"].query(x))))
@@ -409,9 +411,13 @@ def main():
   p.add_argument("--check_n", type=int, default=50, help="queries in the objective check")
   p.add_argument("--ref_n", type=int, default=100, help="queries per torch reference call")
   p.add_argument("--autograd_batch", type=int, default=1000)
-  p.add_argument("--serve_chunk", type=int, default=250)
+  p.add_argument("--serve_chunk", type=int, default=None,
+                 help="rows per compiled call, served and in-process (default: the config's)")
   p.add_argument("--json", default=None)
   args = p.parse_args()
+  if args.serve_chunk is None:
+    from configs.serve_victim import get_config
+    args.serve_chunk = get_config().chunk
   import torch
   torch.set_num_threads(2)
   t_start = time.time()

@@ -33,6 +33,6 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.port = 8470                 # 0: a free port (written to WORKDIR/server.json)
   c.max_batch = 1000            # images per request
   c.max_body_bytes = 64 << 20
-  c.chunk = 256                 # rows per compiled call (divisible by the device count)
+  c.chunk = 250                 # rows per compiled call (rounded up to a device multiple)
   c.log_images = False          # also keep every queried image (WORKDIR/queries/)
   return c

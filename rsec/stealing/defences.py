@@ -194,15 +194,16 @@ def high_confidence(ctx: DefenceContext, cutoff: float = 0.25) -> Defence:
 def reverse_sigmoid(ctx: DefenceContext, beta: float = 0.7, gamma: float = 0.2) -> Defence:
   """Lee et al. (2019): y~ ∝ y - beta (sigmoid(gamma logit(y)) - 1/2), clipped at 0.
 
-  logit(y) is taken on y clamped to [1e-6, 1 - 1e-6], so one-hot rows stay finite (the
-  reference code returns inf there).
+  logit(y) is taken on y clamped to [2^-24, 1 - 2^-24] (the float32 resolution next to
+  1), so one-hot rows stay finite (the prediction-poisoning code returns inf there; ART
+  clamps at 1e-9 in float64, so confident rows differ from ART's by up to ~0.02).
   """
   del ctx
   b = check_finite_scalar("defence beta", beta, low=0.0)
   g = check_finite_scalar("defence gamma", gamma, low=0.0, low_inclusive=False)
 
   def fn(y):
-    q = jnp.clip(y, 1e-6, 1.0 - 1e-6)
+    q = jnp.clip(y, 2.0 ** -24, 1.0 - 2.0 ** -24)
     return y - b * (jax.nn.sigmoid(g * (jnp.log(q) - jnp.log1p(-q))) - 0.5)
   return Defence("reverse_sigmoid", _rowwise(fn))
 

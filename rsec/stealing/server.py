@@ -133,7 +133,7 @@ def make_app(victim: Victim, workdir: str, api_keys: dict[str, int], *, max_batc
 
     def answer():
       with b.charge(len(x)), book.stream.charge(len(x)) as first:
-        out = victim.respond(x, first)["outputs"]
+        out = victim.respond(x, first, fields=("outputs",))["outputs"]
         with log_lock:
           record = {"time": time.time(), "api_key": key, "n": len(x), "first_index": first}
           with open(os.path.join(workdir, "queries.jsonl"), "a") as f:
