@@ -9,27 +9,34 @@ from typing import Mapping
 import jax
 
 
+_OPENED = [0]  # event files this process has opened
+
+
 class MetricWriter:
   """Appends scalars to `<workdir>/metrics.jsonl` and TensorBoard event files.
 
-  Only process 0 writes, so multi-host runs produce one log. On resume, rows logged
-  after the checkpoint the run restarted from are dropped (`truncate_after`), so the
-  log of an interrupted run equals that of an uninterrupted one.
+  Only process 0 writes, so multi-host runs produce one log. On resume, rows and
+  TensorBoard events logged after the checkpoint the run restarted from are dropped
+  (`truncate_after`), so the logs of an interrupted run read like an uninterrupted one's.
   """
 
   def __init__(self, workdir: str, *, tensorboard: bool = True):
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.tb_dir = os.path.join(workdir, "tensorboard") if tensorboard else None
     self._tb = None
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
-      if tensorboard:
-        from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
 
   def truncate_after(self, step: int) -> None:
-    """Drops rows with step > `step` (written after the checkpoint we resume from)."""
-    if not (self.enabled and os.path.exists(self.path)):
+    """Drops rows and events with step > `step` (written after the checkpoint we resume
+    from)."""
+    if not self.enabled:
+      return
+    if self.tb_dir is not None and os.path.isdir(self.tb_dir):
+      self._close_tb()
+      truncate_events(self.tb_dir, step)
+    if not os.path.exists(self.path):
       return
     with open(self.path) as f:
       rows = [l for l in f if l.strip()]
@@ -52,14 +59,67 @@ class MetricWriter:
     row.update({k: _jsonable(v) for k, v in scalars.items()})
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
-    if self._tb is not None:
+    if self.tb_dir is not None:
+      if self._tb is None:
+        from tensorboardX import SummaryWriter
+        # A unique suffix: tensorboardX names files by the second, and a writer opened in
+        # the same second as a rewritten file (truncate_events) would overwrite it.
+        _OPENED[0] += 1
+        self._tb = SummaryWriter(self.tb_dir, flush_secs=30,
+                                 filename_suffix=f".{os.getpid()}.{_OPENED[0]}")
       for k, v in scalars.items():
         self._tb.add_scalar(k, float(v), int(step))
 
-  def close(self) -> None:
+  def _close_tb(self) -> None:
     if self._tb is not None:
       self._tb.flush()
       self._tb.close()
+      self._tb = None
+
+  def close(self) -> None:
+    self._close_tb()
+
+
+def read_event_records(path: str) -> list[bytes]:
+  """The records (serialised Event protos) of one TensorBoard event file: TFRecord
+  framing (u64 length, u32 crc, data, u32 crc). A torn last record is dropped."""
+  import struct
+  out = []
+  with open(path, "rb") as f:
+    while (header := f.read(12)) and len(header) == 12:
+      (length,) = struct.unpack("<Q", header[:8])
+      data = f.read(length)
+      if len(data) < length or len(f.read(4)) < 4:
+        break
+      out.append(data)
+  return out
+
+
+def truncate_events(tb_dir: str, step: int) -> None:
+  """Rewrites the event files in `tb_dir` as one file without the summaries of steps
+  > `step` (TensorBoard would otherwise show a resumed run's repeated steps twice).
+  The new file replaces the old ones atomically (written, then renamed, then the old
+  ones removed)."""
+  from tensorboardX.proto import event_pb2
+  from tensorboardX.record_writer import RecordWriter
+  files = sorted(f for f in os.listdir(tb_dir) if "tfevents" in f and not f.startswith("."))
+  if not files:
+    return
+  keep = []
+  for name in files:
+    for data in read_event_records(os.path.join(tb_dir, name)):
+      event = event_pb2.Event.FromString(data)
+      if not event.HasField("summary") or event.step <= step:
+        keep.append(data)
+  tmp = os.path.join(tb_dir, ".tmp-" + files[0])
+  writer = RecordWriter(tmp)
+  for data in keep:
+    writer.write(data)
+  writer.flush()
+  writer.close()
+  os.replace(tmp, os.path.join(tb_dir, files[0]))
+  for name in files[1:]:
+    os.remove(os.path.join(tb_dir, name))
 
 
 def _jsonable(v) -> float | None:
