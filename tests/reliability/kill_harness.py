@@ -2,6 +2,15 @@
 
 Used by tests/reliability/test_kill_resume.py (a few kills) and
 benchmarks/kill_resume.py (20 kills).
+
+Kills aim at three phases in turn and are labelled by what was observed at the moment of
+the kill, not by the aim:
+- 'startup': the restarted process had not yet logged a step past the one it resumed
+  from (importing, restoring, compiling);
+- 'training': it had (metrics.jsonl holds a row after its restored step);
+- 'checkpoint write': an orbax temporary directory created after this process started
+  existed (a save in progress). Directories left by an earlier killed write do not
+  count (they predate the process, and the restarted process deletes them).
 """
 from __future__ import annotations
 
@@ -16,6 +25,8 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PHASES = ("startup", "training", "checkpoint write")
+TIMING_RESULTS = ("examples_per_second", "train_seconds")  # not compared: wall-clock figures
 
 OVERRIDES = (
     "--config.data.train_size=2000", "--config.data.test_size=200",
@@ -42,23 +53,55 @@ def run_to_end(workdir: str, cache_dir: str) -> None:
                  capture_output=True, timeout=600)
 
 
-def _checkpoint_write_in_progress(workdir: str) -> bool:
+def _checkpoint_steps(workdir: str) -> list[int]:
   d = os.path.join(workdir, "checkpoints")
-  return os.path.isdir(d) and any("tmp" in n for n in os.listdir(d))
+  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
 
 
-def _has_checkpoint(workdir: str) -> bool:
+def _write_started_after(workdir: str, t0: float) -> bool:
+  """A save in progress that this process began (a tmp dir younger than the process)."""
   d = os.path.join(workdir, "checkpoints")
-  return os.path.isdir(d) and any(n.isdigit() for n in os.listdir(d))
+  if not os.path.isdir(d):
+    return False
+  for n in os.listdir(d):
+    if ".orbax-checkpoint-tmp" in n:
+      try:
+        if os.stat(os.path.join(d, n)).st_mtime >= t0:
+          return True
+      except FileNotFoundError:  # renamed into place as we looked
+        pass
+  return False
+
+
+def _logged_past(workdir: str, step: int) -> bool:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    for line in f:
+      try:
+        if json.loads(line)["step"] > step:
+          return True
+      except (ValueError, KeyError):  # a line being written
+        pass
+  return False
+
+
+def _phase(workdir: str, t0: float, restored: int) -> str:
+  if _write_started_after(workdir, t0):
+    return "checkpoint write"
+  return "training" if _logged_past(workdir, restored) else "startup"
 
 
 def run_with_kills(workdir: str, cache_dir: str, kills: int, seed: int = 0,
                    log=print) -> list[str]:
-  """Runs training, SIGKILLing it `kills` times; every other kill waits for a checkpoint
-  write to be in progress. Returns how each kill landed."""
+  """Runs training, SIGKILLing it `kills` times, aiming at the PHASES in turn. Returns
+  where each kill landed (a PHASES name, as observed at the kill)."""
   rng = random.Random(seed)
   landed = []
   while True:
+    restored = (_checkpoint_steps(workdir) or [0])[-1]
+    t0 = time.time() - 0.01  # mtime resolution: a write this process starts is newer
     proc = subprocess.Popen(command(workdir, cache_dir), cwd=ROOT, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if len(landed) >= kills:
@@ -66,28 +109,29 @@ def run_with_kills(workdir: str, cache_dir: str, kills: int, seed: int = 0,
       if proc.returncode != 0:
         raise RuntimeError(f"final run failed ({proc.returncode}): {err.decode()[-2000:]}")
       return landed
-    during_write = len(landed) % 2 == 1
-    # Wait until training is under way (the first checkpoint exists), then strike.
+    aim = PHASES[len(landed) % len(PHASES)]
     deadline = time.time() + 300
-    while not _has_checkpoint(workdir) and proc.poll() is None and time.time() < deadline:
-      time.sleep(0.01)
-    t_strike = time.time() + rng.uniform(0.0, 1.5)
-    while proc.poll() is None:
-      if during_write and _checkpoint_write_in_progress(workdir):
+    strike_at = time.time() + rng.uniform(0.0, 2.0)
+    while proc.poll() is None and time.time() < deadline:
+      if aim == "startup" and time.time() >= strike_at:
         break
-      if not during_write and time.time() >= t_strike:
+      if aim == "training" and _logged_past(workdir, restored):
+        time.sleep(rng.uniform(0.0, 0.2))
+        break
+      if aim == "checkpoint write" and _write_started_after(workdir, t0):
         break
       time.sleep(0.002)
+    how = _phase(workdir, t0, restored)
     if proc.poll() is not None:  # finished before we struck: start over from scratch
       proc.communicate()
       log("run finished before the kill; restarting the whole attempt")
       _wipe(workdir)
+      landed = []
       continue
-    how = "during a checkpoint write" if _checkpoint_write_in_progress(workdir) else "mid-run"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     landed.append(how)
-    log(f"kill {len(landed)}/{kills}: {how}")
+    log(f"kill {len(landed)}/{kills} (aimed at {aim}): {how}, resumed from step {restored}")
 
 
 def _wipe(workdir: str) -> None:
@@ -95,26 +139,39 @@ def _wipe(workdir: str) -> None:
   shutil.rmtree(workdir, ignore_errors=True)
 
 
-def final_state(workdir: str) -> tuple[dict, list[dict], dict]:
-  """(flat parameter arrays, metrics.jsonl rows, results.json) of a finished run."""
+def final_state(workdir: str) -> tuple[dict, list[dict], dict, list]:
+  """(every array of the final checkpoint: step, parameters, BatchNorm statistics and
+  optimizer state; metrics.jsonl rows; results.json; TensorBoard scalars) of a run."""
   import jax
+  from tensorboardX.proto import event_pb2
   from rsec.training.classifier import restore_classifier
+  from rsec.training.metrics import read_event_records
   state, _ = restore_classifier(workdir)
   leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(state.checkpoint_tree()))[0]
-  params = {jax.tree_util.keystr(p): np.asarray(x) for p, x in leaves}
+  arrays = {jax.tree_util.keystr(p): np.asarray(x) for p, x in leaves}
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   results = json.load(open(os.path.join(workdir, "results.json")))
-  return params, rows, results
+  tb = os.path.join(workdir, "tensorboard")
+  scalars = [(ev.step, v.tag, v.simple_value) for name in sorted(os.listdir(tb))
+             for ev in map(event_pb2.Event.FromString,
+                           read_event_records(os.path.join(tb, name)))
+             for v in ev.summary.value]
+  return arrays, rows, results, scalars
 
 
 def compare(ref_dir: str, killed_dir: str) -> list[str]:
-  """Differences between two finished runs (empty when bit-identical)."""
-  pa, ra, xa = final_state(ref_dir)
-  pb, rb, xb = final_state(killed_dir)
-  diffs = [k for k in pa if k not in pb or not np.array_equal(pa[k], pb[k])]
+  """Differences between two finished runs (empty when bit-identical): every checkpoint
+  array, every metrics.jsonl row, every results.json key but TIMING_RESULTS, every
+  TensorBoard scalar (step, tag, value)."""
+  pa, ra, xa, ta = final_state(ref_dir)
+  pb, rb, xb, tb = final_state(killed_dir)
+  diffs = [k for k in sorted(set(pa) | set(pb))
+           if k not in pa or k not in pb or not np.array_equal(pa[k], pb[k])]
   if ra != rb:
     diffs.append("metrics.jsonl rows differ")
-  for k in ("test_accuracy", "test_loss", "train_accuracy", "steps"):
-    if xa[k] != xb[k]:
-      diffs.append(f"results.json {k}: {xa[k]} vs {xb[k]}")
+  for k in sorted(set(xa) | set(xb)):
+    if k not in TIMING_RESULTS and xa.get(k) != xb.get(k):
+      diffs.append(f"results.json {k}: {xa.get(k)!r} vs {xb.get(k)!r}")
+  if ta != tb:
+    diffs.append("TensorBoard scalars differ")
   return diffs
