@@ -12,6 +12,42 @@ import jax
 _OPENED = [0]  # event files this process has opened
 
 
+class EventWriter:
+  """A TensorBoard event file written synchronously: every row of scalars is on disk
+  (flushed) when `write_scalars` returns. (tensorboardX's SummaryWriter queues events
+  for a background thread, so a killed run could lose events whose metrics.jsonl row
+  and checkpoint are already on disk, and its resume would never write them again.)"""
+
+  def __init__(self, directory: str):
+    import socket
+    import time
+    from tensorboardX.proto import event_pb2
+    from tensorboardX.record_writer import RecordWriter
+    os.makedirs(directory, exist_ok=True)
+    # A unique name: a file named only by the second could collide with one that
+    # truncate_events rewrote in the same second.
+    _OPENED[0] += 1
+    name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+            f"{os.getpid()}.{_OPENED[0]}")
+    self._pb = event_pb2
+    self._file = RecordWriter(os.path.join(directory, name))
+    self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+  def _write(self, event) -> None:
+    self._file.write(event.SerializeToString())
+    self._file.flush()
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    import time
+    from tensorboardX.proto import summary_pb2
+    values = [summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()]
+    self._write(self._pb.Event(wall_time=time.time(), step=step,
+                               summary=summary_pb2.Summary(value=values)))
+
+  def close(self) -> None:
+    self._file.close()
+
+
 class MetricWriter:
   """Appends scalars to `<workdir>/metrics.jsonl` and TensorBoard event files.
 
@@ -61,18 +97,11 @@ class MetricWriter:
       f.write(json.dumps(row) + "\n")
     if self.tb_dir is not None:
       if self._tb is None:
-        from tensorboardX import SummaryWriter
-        # A unique suffix: tensorboardX names files by the second, and a writer opened in
-        # the same second as a rewritten file (truncate_events) would overwrite it.
-        _OPENED[0] += 1
-        self._tb = SummaryWriter(self.tb_dir, flush_secs=30,
-                                 filename_suffix=f".{os.getpid()}.{_OPENED[0]}")
-      for k, v in scalars.items():
-        self._tb.add_scalar(k, float(v), int(step))
+        self._tb = EventWriter(self.tb_dir)
+      self._tb.write_scalars(int(step), scalars)
 
   def _close_tb(self) -> None:
     if self._tb is not None:
-      self._tb.flush()
       self._tb.close()
       self._tb = None
 

@@ -7,7 +7,8 @@ Kills aim at three phases in turn and are labelled by what was observed at the m
 the kill, not by the aim:
 - 'startup': the restarted process had not yet logged a step past the one it resumed
   from (importing, restoring, compiling);
-- 'training': it had (metrics.jsonl holds a row after its restored step);
+- 'training': it had (its own metrics.jsonl, rewritten on resume, holds a row after its
+  restored step);
 - 'checkpoint write': an orbax temporary directory created after this process started
   existed (a save in progress). Directories left by an earlier killed write do not
   count (they predate the process, and the restarted process deletes them).
@@ -73,9 +74,19 @@ def _write_started_after(workdir: str, t0: float) -> bool:
   return False
 
 
-def _logged_past(workdir: str, step: int) -> bool:
+def _inode(path: str) -> int | None:
+  try:
+    return os.stat(path).st_ino
+  except FileNotFoundError:
+    return None
+
+
+def _logged_past(workdir: str, step: int, stale_inode: int | None) -> bool:
+  """This process logged a step after `step`. Rows a killed process left behind do not
+  count: a resuming run first rewrites metrics.jsonl (truncate_after, a new inode)."""
   path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  inode = _inode(path)
+  if inode is None or inode == stale_inode:
     return False
   with open(path) as f:
     for line in f:
@@ -87,10 +98,10 @@ def _logged_past(workdir: str, step: int) -> bool:
   return False
 
 
-def _phase(workdir: str, t0: float, restored: int) -> str:
+def _phase(workdir: str, t0: float, restored: int, stale_inode: int | None) -> str:
   if _write_started_after(workdir, t0):
     return "checkpoint write"
-  return "training" if _logged_past(workdir, restored) else "startup"
+  return "training" if _logged_past(workdir, restored, stale_inode) else "startup"
 
 
 def run_with_kills(workdir: str, cache_dir: str, kills: int, seed: int = 0,
@@ -101,6 +112,7 @@ def run_with_kills(workdir: str, cache_dir: str, kills: int, seed: int = 0,
   landed = []
   while True:
     restored = (_checkpoint_steps(workdir) or [0])[-1]
+    stale = _inode(os.path.join(workdir, "metrics.jsonl"))
     t0 = time.time() - 0.01  # mtime resolution: a write this process starts is newer
     proc = subprocess.Popen(command(workdir, cache_dir), cwd=ROOT, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -115,13 +127,17 @@ def run_with_kills(workdir: str, cache_dir: str, kills: int, seed: int = 0,
     while proc.poll() is None and time.time() < deadline:
       if aim == "startup" and time.time() >= strike_at:
         break
-      if aim == "training" and _logged_past(workdir, restored):
-        time.sleep(rng.uniform(0.0, 0.2))
+      # Right after a save of this process has finished, in the few steps before the
+      # next one (saves take longer than 4 training steps here, so a random delay would
+      # mostly land in a write).
+      if (aim == "training" and _logged_past(workdir, restored, stale)
+          and (_checkpoint_steps(workdir) or [0])[-1] > restored
+          and not _write_started_after(workdir, t0)):
         break
       if aim == "checkpoint write" and _write_started_after(workdir, t0):
         break
       time.sleep(0.002)
-    how = _phase(workdir, t0, restored)
+    how = _phase(workdir, t0, restored, stale)
     if proc.poll() is not None:  # finished before we struck: start over from scratch
       proc.communicate()
       log("run finished before the kill; restarting the whole attempt")

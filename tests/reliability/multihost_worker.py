@@ -9,7 +9,8 @@ batch of 40, once per comma-separated name in RUNS:
         parameters, BatchNorm statistics, optimizer state, logged metrics, evaluation);
   det1  the same on this process's first device alone ('det1|' keys; one process only).
 Process 0 saves everything to OUT (.npz). Each process reads only its rows of every batch
-(rsec.parallel.process_rows).
+(rsec.parallel.process_rows): process i saves the row indices it gathered in the 'fast'
+run to OUT.rows{i}.npy ([calls * steps_per_call, rows per process]).
 """
 import json
 import os
@@ -34,16 +35,27 @@ def main():
   from rsec import parallel
   from rsec.training.loop import evaluate, fit
   from rsec.training.metrics import MetricWriter
-  from tests.training.test_loop import _data, _state
+  from tests.helpers import small_state, squares_data
 
   assert jax.device_count() == nproc * local, jax.devices()
-  data = _data()
+  reads = []  # the row indices this process gathered for each compiled call of `fit`
+
+  class Recorded(np.ndarray):
+    """Records which rows are read by fancy indexing with a [steps, rows] index."""
+    def __getitem__(self, idx):
+      if isinstance(idx, np.ndarray) and idx.ndim == 2 and self.ndim == 1 and record[0]:
+        reads.append(np.array(idx))
+      return np.asarray(super().__getitem__(idx))
+
+  record = [False]
+  data = {k: np.asarray(v).view(Recorded) if k == "label" else v
+          for k, v in squares_data().items()}
   saved = {}
 
   def run(prefix, mesh, virtual_shards, state_tree):
     with tempfile.TemporaryDirectory() as workdir:
       writer = MetricWriter(workdir, tensorboard=False)
-      state, _ = fit(_state(), data, key=jax.random.key(1), batch_size=40, num_steps=12,
+      state, _ = fit(small_state(), data, key=jax.random.key(1), batch_size=40, num_steps=12,
                      mesh=mesh, progress=False, virtual_shards=virtual_shards,
                      steps_per_call=4, writer=writer, log_every=1)
       writer.close()
@@ -59,7 +71,10 @@ def main():
       saved[f"{prefix}|{jax.tree_util.keystr(path)}"] = np.asarray(x.addressable_data(0))
 
   if "fast" in runs:
+    record[0] = True
     run("fast", parallel.data_mesh(), 0, state_tree=False)
+    record[0] = False
+    np.save(f"{out}.rows{pid}.npy", np.concatenate(reads))
   if "det" in runs:
     run("det", parallel.data_mesh(), 4, state_tree=True)
   if "det1" in runs:
