@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from rsec import checks
+
 BATCH_AXIS = "batch"
 
 
@@ -63,6 +65,8 @@ def _put(tree: Any, sharding: NamedSharding) -> Any:
 
 def process_rows(global_batch: int) -> slice:
   """The rows of a global batch that this process reads (contiguous, in process order)."""
+  # A zero, negative or fractional batch would give an empty or reversed slice silently.
+  checks.check_positive_int("global batch", global_batch)
   n = jax.process_count()
   if global_batch % n:
     raise ValueError(f"global batch {global_batch} must be divisible by the process count {n}")

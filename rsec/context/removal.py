@@ -22,13 +22,25 @@ from rsec.data import scenes
 SOURCES = ("gt", "generated", "oracle")
 
 
+def check_images(x) -> None:
+  """Raises ValueError unless x is float RGB images [B, H, W, 3], finite, in [0, 1].
+
+  The in-painter composites x outside the hole: a NaN or an out-of-range pixel would pass
+  straight into the edited image (and NaN poisons the in-painter's whole output).
+  """
+  checks.check_shape("x", x, (None, None, None, 3))
+  checks.check_float_array("x", x)
+  checks.check_in_range("x", x, 0.0, 1.0)
+
+
 def check_holes(x, m) -> None:
   """Raises ValueError unless m [B, H, W] matches x [B, H, W, 3] and every hole is partial."""
-  checks.check_shape("x", x, (None, None, None, 3))
+  check_images(x)
   checks.check_shape("mask", m, tuple(x.shape[:3]))
   a = np.asarray(m, np.float32)
+  checks.check_all_finite("mask", a)  # NaN would slip through the range test below
   if (a.min() < 0) or (a.max() > 1):
-    raise ValueError("mask must lie in [0, 1]")
+    raise ValueError(f"mask must lie in [0, 1], got values in [{a.min():.4g}, {a.max():.4g}]")
   area = a.reshape(len(a), -1).mean(1)
   if (area == 0).any():
     raise ValueError(f"mask is empty for images {np.flatnonzero(area == 0).tolist()}: "
@@ -39,7 +51,8 @@ def check_holes(x, m) -> None:
 
 
 def fill_holes(inpainter: GanState, x, m) -> jax.Array:
-  """In-paints holes m [B, H, W] of images x [B, H, W, 3] (checked at the boundary)."""
+  """In-paints holes m [B, H, W] in [0, 1] of float images x [B, H, W, 3] in [0, 1]
+  (both checked at the boundary: `check_holes`)."""
   check_holes(x, m)
   return _inpaint_jit(inpainter, jnp.asarray(x), jnp.asarray(m, jnp.float32))
 
@@ -71,6 +84,7 @@ def remove_objects(x, target, source: str, *, inpainter: GanState | None = None,
   """Removes every object of class `target` [B] from images x [B, H, W, 3].
 
   Args:
+    x: float RGB images [B, H, W, 3] in [0, 1] (ValueError otherwise, NaN included).
     source: 'gt' | 'generated' | 'oracle'.
     inpainter: needed for 'gt' and 'generated'.
     mask_generator: needed for 'generated'.
@@ -79,7 +93,7 @@ def remove_objects(x, target, source: str, *, inpainter: GanState | None = None,
   Returns {'image': edited [B, H, W, 3], 'mask': the removed region float32 [B, H, W]}.
   """
   checks.check_choice("mask source", source, SOURCES)
-  checks.check_shape("x", x, (None, None, None, 3))
+  check_images(x)
   b, h = x.shape[0], x.shape[1]
   target = np.asarray(target)
   if target.shape != (b,) or not np.issubdtype(target.dtype, np.integer) or (target < 0).any():
@@ -88,6 +102,7 @@ def remove_objects(x, target, source: str, *, inpainter: GanState | None = None,
   if source in ("gt", "oracle"):
     if scene is None:
       raise ValueError(f"source {source!r} needs scene= (masks, shown, layout)")
+    _check_scene(scene, source, b)
     classes = np.asarray(scene["layout"]["cls"])
     checks.check_labels("target", target, int(classes.max()) + 1 if classes.size else 1)
   if source == "oracle":
@@ -116,6 +131,27 @@ def remove_objects(x, target, source: str, *, inpainter: GanState | None = None,
     keep = m.sum((1, 2))[:, None, None, None] > 0
     return {"image": jnp.where(keep, filled, jnp.asarray(x)), "mask": m}
   return {"image": fill_holes(inpainter, x, m), "mask": m}
+
+
+_SCENE_KEYS = {"gt": ("masks", "shown", "layout"), "oracle": ("shown", "layout")}
+_LAYOUT_KEYS = {"gt": ("cls",), "oracle": ("cls", "valid")}
+
+
+def _check_scene(scene, source: str, batch: int) -> None:
+  """ValueError naming the keys of scene= that `source` reads and `scene` lacks, or a
+  scene of another batch size than the images."""
+  if not isinstance(scene, dict):
+    raise ValueError(f"scene= must be a dict (a SCENES batch), got {type(scene).__name__}")
+  missing = [k for k in _SCENE_KEYS[source] if k not in scene]
+  layout = scene.get("layout")
+  if isinstance(layout, dict):
+    missing += [f"layout[{k!r}]" for k in _LAYOUT_KEYS[source] if k not in layout]
+  elif "layout" in scene:
+    missing.append("layout (a dict)")
+  if missing:
+    raise ValueError(f"source {source!r} needs scene= with {list(_SCENE_KEYS[source])} "
+                     f"(layout holding {list(_LAYOUT_KEYS[source])}); missing {missing}")
+  checks.check_shape("scene['shown']", scene["shown"], (batch, None))
 
 
 @jax.jit

@@ -216,6 +216,7 @@ def oracle_removal(layouts: dict, remove: jax.Array, size: int = 64) -> dict:
 
   `semantic` of the result labels what lies behind the removed objects.
   """
+  checks.check_positive_int("size", size, minimum=16)  # before `~remove` runs on device
   n = layouts["cls"].shape[0]
   checks.check_shape("remove", remove, (n, MAX_OBJECTS))
   if getattr(remove, "dtype", None) != bool:
@@ -238,6 +239,9 @@ def scene_split(split: str, n: int, seed: int = 0, rules: R.ContextRules | None 
   Generated in chunks of `chunk`.
   """
   checks.check_positive_int("n", n)
+  # Checked here as well as in `render`: sampling the layouts compiles first.
+  checks.check_positive_int("size", size, minimum=16)
+  checks.check_positive_int("chunk", chunk)
   tables = R.make_tables(rules or R.ContextRules())
   layouts = sample_layouts(split_key(seed, split), n, tables, ood=split.startswith("ood"))
   outs = [jax.device_get(render(jax.tree.map(lambda a: a[i:i + chunk], layouts), size=size))

@@ -70,10 +70,39 @@ def build_scenes_tfds(data_dir: str, sizes: dict, seed: int = 0, size: int = 64,
   return write_builder(builder, "scenes", overwrite)
 
 
+def _open_builder(data_dir: str, name: str):
+  """The prepared builder of `name` in `data_dir`; ValueError naming the folder when it is
+  missing or its metadata (dataset_info.json, features.json) cannot be parsed."""
+  path = dataset_version_dir(data_dir, name)  # ValueError when not prepared
+  try:
+    return tfds.builder_from_directory(path)
+  except Exception as e:  # noqa: BLE001 -- protobuf and json raise their own types, and a
+    # json ValueError names neither the file nor the folder
+    raise ValueError(f"data set {name!r} in {path} has unreadable metadata "
+                     f"({type(e).__name__}: {e}); rebuild it") from e
+
+
+def _read_split(builder, split: str, where: str) -> list[dict]:
+  """`read_split`, with a corrupted, truncated or missing shard as a ValueError naming the
+  split and folder (array_record raises RuntimeError, Pillow its own error)."""
+  try:
+    return read_split(builder, split)
+  except ValueError:
+    raise
+  except Exception as e:  # noqa: BLE001 -- the readers and decoders raise many types
+    raise ValueError(f"split {split!r} of {where} could not be read ({type(e).__name__}: "
+                     f"{str(e)[:300]}): a shard is corrupted or missing; rebuild the data "
+                     f"set") from e
+
+
 def load_scenes_tfds(data_dir: str, split: str) -> dict:
-  """Reads an exported SCENES split back (image float32 in [0, 1], 8-bit quantised)."""
-  builder = tfds.builder_from_directory(dataset_version_dir(data_dir, "scenes"))
-  rec = read_split(builder, split)
+  """Reads an exported SCENES split back (image float32 in [0, 1], 8-bit quantised).
+
+  ValueError naming the folder when the set is not prepared there, or a shard or its
+  metadata is corrupted.
+  """
+  builder = _open_builder(data_dir, "scenes")
+  rec = _read_split(builder, split, f"scenes in {os.fspath(data_dir)!r}")
   if not rec:
     raise ValueError(f"split {split!r} of scenes in {data_dir!r} is empty")
   stack = lambda k: np.stack([np.asarray(r[k]) for r in rec])
@@ -102,12 +131,12 @@ def load_coco_panoptic(data_dir: str, split: str, size: int = 64, max_objects: i
   """
   checks.check_positive_int("size", size, minimum=8)
   checks.check_positive_int("max_objects", max_objects)
-  builder = tfds.builder_from_directory(dataset_version_dir(data_dir, name))
+  builder = _open_builder(data_dir, name)
   for key in ("image", "panoptic_image", "panoptic_objects"):
     if key not in builder.info.features:
       raise ValueError(f"{name!r} in {data_dir!r} has no {key!r} feature; is it a panoptic "
                        f"set? (features {list(builder.info.features.keys())})")
-  rec = read_split(builder, split)[:limit]
+  rec = _read_split(builder, split, f"{name!r} in {os.fspath(data_dir)!r}")[:limit]
   n = len(rec)
   if n == 0:
     raise ValueError(f"split {split!r} of {name!r} in {data_dir!r} is empty")

@@ -59,6 +59,13 @@ def test_oracle_removal_removes_exactly_the_chosen_classes(test_split, ctx):
   assert (changed > 0).all()  # every removal changes its image
 
 
+def _dilate1(m):
+  """Max-filter of a bool [H, W] mask with a 3 x 3 square (out-of-image pixels: False)."""
+  p = np.pad(m, 1)
+  h, w = m.shape
+  return np.any([p[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)], axis=0)
+
+
 def test_inpainter_removal_changes_only_the_dilated_mask(test_split, ctx):
   state = inpaint.create_inpainter_state(jax.random.key(0), 32, (4, 4, 4), (4, 4, 4))
   labels = test_split["labels"][:8]
@@ -66,11 +73,23 @@ def test_inpainter_removal_changes_only_the_dilated_mask(test_split, ctx):
   x = test_split["image"][cases["img"]]
   out = S.apply_removals(test_split, cases, "gt", remover={"inpainter": state}, dilation=1)
   diff = np.abs(out - x).max(-1) > 1e-6
-  obj_pixels = test_split["masks"][cases["img"]].any(1)
+  masks, shown = test_split["masks"][cases["img"]], test_split["shown"][cases["img"]]
+  obj_pixels = masks.any(1)
+  cls = np.asarray(test_split["layout"]["cls"])[cases["img"]]
+  valid = np.asarray(test_split["layout"]["valid"])[cases["img"]]
   for j in range(len(out)):
+    # The slots of the removed classes, found here from the layout alone.
+    slots = valid[j] & np.isin(cls[j], np.flatnonzero(cases["remove"][j]))
     if cases["kind"][j] == S.CONTROL:
+      region = S._control_mask(masks[j], shown[j], slots)
       # The control region is moved away from the objects.
       assert (diff[j] & obj_pixels[j]).sum() <= 0.5 * max(diff[j].sum(), 1)
+    else:
+      region = (masks[j] & (slots & shown[j])[:, None, None]).any(0)
+    hole = _dilate1(region)
+    assert not (diff[j] & ~hole).any(), f"case {j} changed pixels outside its dilated mask"
+    np.testing.assert_array_equal(out[j][~hole], x[j][~hole])
+    assert diff[j].any() == hole.any(), j  # an untrained in-painter still fills the hole
   with pytest.raises(ValueError, match="in-painter"):
     S.apply_removals(test_split, cases, "gt")
   with pytest.raises(ValueError, match="source"):

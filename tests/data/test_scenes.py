@@ -106,6 +106,40 @@ def test_render_bad_input(train):
     scenes.scene_split("val", 4)
 
 
+_COMPILES = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, *a, **k: _COMPILES.append(event) if "backend_compile" in event else None)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda lay: scenes.scene_split("train", 0, size=32), "n must be an integer >= 1, got 0"),
+    (lambda lay: scenes.scene_split("test", -3, size=32), "n must be an integer >= 1, got -3"),
+    (lambda lay: scenes.scene_split("train", 2.5), r"n must be an integer >= 1, got 2\.5"),
+    (lambda lay: scenes.sample_layouts(jax.random.key(0), 0, R.make_tables(R.ContextRules())),
+     "n must be an integer >= 1, got 0"),
+    (lambda lay: scenes.scene_split("train", 4, size=8), "size must be an integer >= 16, got 8"),
+    (lambda lay: scenes.scene_split("train", 4, size=15), "size must be an integer >= 16, got 15"),
+    (lambda lay: scenes.render(lay, size=12), "size must be an integer >= 16, got 12"),
+    (lambda lay: scenes.oracle_removal(lay, np.zeros((4, scenes.MAX_OBJECTS), bool), size=0),
+     "size must be an integer >= 16, got 0"),
+    (lambda lay: scenes.scene_split("train", 4, chunk=0), "chunk must be an integer >= 1"),
+], ids=["n=0", "n<0", "n float", "layouts n=0", "size 8", "size 15", "render size 12",
+        "oracle size 0", "chunk 0"])
+def test_sizes_and_counts_are_refused_before_compiling(train, call, match):
+  layouts = jax.tree.map(lambda a: a[:4], train["layout"])
+  before = len(_COMPILES)
+  with pytest.raises(ValueError, match=match):
+    call(layouts)
+  assert len(_COMPILES) == before, "compiled before refusing"
+
+
+def test_smallest_size_renders():
+  """The bound is 16, not more: a 16 x 16 split renders (and keeps its objects)."""
+  d = scenes.scene_split("train", 4, size=16)
+  assert d["image"].shape == (4, 16, 16, 3) and d["masks"].shape[-2:] == (16, 16)
+  assert 0 <= d["image"].min() and d["image"].max() <= 1
+
+
 # --- ambiguous_stuff (issue 6): stuff that only its objects tell apart -----------------
 
 AMBIGUOUS = R.ContextRules(ambiguous_stuff=(("road", "sidewalk", 0.5),))

@@ -1,4 +1,8 @@
 """SCENES TFDS export round trip, and the COCO panoptic loader on a tiny local fake."""
+import glob
+import os
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -68,3 +72,68 @@ def test_coco_panoptic_loader(tmp_path):
   assert d["masks"][0, 0, 3:10, 4:10].all() and not d["masks"][0, 0, 12:].any()
   with pytest.raises(ValueError, match="not prepared"):
     scenes_tfds.load_coco_panoptic(str(tmp_path / "none"), "validation")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  """A prepared 4-image SCENES train split (32 x 32): the data_dir, never modified."""
+  d = str(tmp_path_factory.mktemp("scenes_tfds"))
+  scenes_tfds.build_scenes_tfds(d, {"train": 4}, size=32)
+  return d
+
+
+def _copy(exported, tmp_path):
+  """A private copy of `exported` and the path of its only train shard."""
+  d = str(tmp_path / "data")
+  shutil.copytree(exported, d)
+  (shard,) = glob.glob(os.path.join(d, "scenes", "1.0.0", "scenes-train.array_record-*"))
+  return d, shard
+
+
+def _garbage(path):
+  size = os.path.getsize(path)
+  with open(path, "wb") as f:
+    f.write(b"\x00\xff" * (size // 2))
+
+
+def _truncate(path):
+  data = open(path, "rb").read()
+  with open(path, "wb") as f:
+    f.write(data[:len(data) // 2])
+
+
+@pytest.mark.parametrize("spoil", [_garbage, _truncate, os.remove],
+                         ids=["overwritten", "truncated", "deleted"])
+def test_corrupted_shard_is_a_value_error_naming_split_and_folder(exported, tmp_path, spoil):
+  d, shard = _copy(exported, tmp_path)
+  assert scenes_tfds.load_scenes_tfds(d, "train")["image"].shape == (4, 32, 32, 3)
+  spoil(shard)
+  with pytest.raises(ValueError, match=f"split 'train' of scenes in '{d}' could not be read"
+                                       r" \(.*\): a shard is corrupted or missing"):
+    scenes_tfds.load_scenes_tfds(d, "train")
+
+
+@pytest.mark.parametrize("name", ["dataset_info.json", "features.json"])
+def test_corrupted_metadata_is_a_value_error_naming_the_folder(exported, tmp_path, name):
+  d, _ = _copy(exported, tmp_path)
+  with open(os.path.join(d, "scenes", "1.0.0", name), "w") as f:
+    f.write("{not json")
+  with pytest.raises(ValueError, match=r"data set 'scenes' in .*scenes/1\.0\.0 has "
+                                       r"unreadable metadata \(\w+: .*\); rebuild it"):
+    scenes_tfds.load_scenes_tfds(d, "train")
+
+
+def test_unprepared_directory_names_it_and_downloads_nothing(exported, tmp_path):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  for d in (empty, tmp_path / "none"):
+    with pytest.raises(ValueError, match=rf"data set 'scenes' is not prepared in data_dir "
+                                         rf"'{d}'.*nothing is downloaded"):
+      scenes_tfds.load_scenes_tfds(str(d), "train")
+  assert os.listdir(empty) == [] and not (tmp_path / "none").exists()
+  # A build that died before writing its metadata leaves a version folder TFDS cannot
+  # open: still "not prepared", not a TFDS traceback.
+  d, _ = _copy(exported, tmp_path)
+  os.remove(os.path.join(d, "scenes", "1.0.0", "dataset_info.json"))
+  with pytest.raises(ValueError, match="'scenes' is not prepared"):
+    scenes_tfds.load_scenes_tfds(d, "train")

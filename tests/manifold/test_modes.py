@@ -18,7 +18,7 @@ from rsec.manifold.vaegan_setup import build_vaegan_state, vaegan_meta
 from rsec.training import modes
 from rsec.training.checkpoint import Checkpointer
 from tests.manifold.conftest import make_prototypes
-from tests.training.test_loop import _data, _state
+from tests.helpers import small_state, squares_data
 
 N = 8
 
@@ -32,7 +32,7 @@ def _config(mode, **manifold):
 
 
 def _batch():
-  d = _data(N)
+  d = squares_data(N)
   protos = make_prototypes(fonts=2, chars=10)
   font = np.arange(N) % 2
   low, high = theta_range("hard")
@@ -62,17 +62,56 @@ def fake_prototypes(monkeypatch):
 @pytest.mark.parametrize("mode", ["stn_augment", "stn_adversarial", "on_manifold_true"])
 def test_modes_perturb_half_the_batch_and_keep_labels(mode, fake_prototypes):
   protos, batch = fake_prototypes
-  state = _state()
+  state = small_state()
   m = modes.make_mode(_config(mode), state.apply_fn)
   out = jax.jit(m.perturb)(state.variables, jax.random.key(1), batch)
   _check_half(out, batch)
-  if mode == "on_manifold_true":  # perturbed rows are renders inside the ranges
-    low, high = theta_range("hard")
-    assert float(out["image"].max()) <= 1.0 + 1e-6
+
+
+def test_on_manifold_true_renders_only_inside_the_theta_range(fake_prototypes, monkeypatch):
+  """Every image the theta attack renders has its theta in the 'hard' box, and each
+  perturbed row is one of those renders (not a pixel-space edit of one).
+
+  The batch's thetas start outside the box on every component, so a mode that skipped
+  clipping the origin, or projecting the attack's steps, would render outside it.
+  """
+  from rsec.manifold import threats
+  protos, batch = fake_prototypes
+  low, high = theta_range("hard")
+  batch = dict(batch, theta=jnp.asarray(np.where(np.arange(6) % 2, high + 0.5, low - 0.5)
+                                        [None].repeat(N, 0), jnp.float32))
+  rendered = []  # (font, char, theta) of every render, [rows] / [rows, 6]
+  true_manifold = threats.true_manifold
+
+  def spying_true_manifold(images, lo, hi):
+    p = true_manifold(images, lo, hi)
+
+    def to_image(u, o):
+      jax.debug.callback(lambda f, c, t: rendered.append(tuple(map(np.asarray, (f, c, t)))),
+                         o["font"], o["char"], o["theta0"] + u)
+      return p.to_image(u, o)
+    return p._replace(to_image=to_image)
+
+  monkeypatch.setattr(threats, "true_manifold", spying_true_manifold)
+  state = small_state()
+  m = modes.make_mode(_config("on_manifold_true"), state.apply_fn)
+  out = jax.jit(m.perturb)(state.variables, jax.random.key(1), batch)
+  _check_half(out, batch)
+  assert rendered, "the attack rendered nothing"
+  thetas = np.stack([t for _, _, t in rendered])       # [calls, rows, 6]
+  assert np.all(thetas >= low - 1e-6) and np.all(thetas <= high + 1e-6)
+  assert np.ptp(thetas, axis=0).max() > 0              # the attack moved theta
+  # Each perturbed row (the even ones) is the render of one of the visited thetas.
+  image = np.asarray(out["image"])[0::2, ..., 0]
+  font, char = rendered[0][0], rendered[0][1]
+  for r in range(len(image)):
+    candidates = np.asarray(warp.render_batch(
+        protos, np.full(len(thetas), font[r]), np.full(len(thetas), char[r]), thetas[:, r]))
+    assert np.abs(candidates - image[r]).reshape(len(thetas), -1).max(1).min() < 1e-5, r
 
 
 def test_on_manifold_true_needs_font_and_theta(fake_prototypes):
-  state = _state()
+  state = small_state()
   m = modes.make_mode(_config("on_manifold_true"), state.apply_fn)
   batch = {k: v for k, v in fake_prototypes[1].items() if k != "font"}
   with pytest.raises(ValueError, match="font"):
@@ -98,7 +137,7 @@ def vaegan_dir(tmp_path_factory):
 
 def test_on_manifold_learned_perturbs_half_with_decoder_images(vaegan_dir):
   _, batch = _batch()
-  state = _state()
+  state = small_state()
   m = modes.make_mode(_config("on_manifold_learned", vaegan_workdir=vaegan_dir),
                       state.apply_fn)
   out = jax.jit(m.perturb)(state.variables, jax.random.key(1), batch)
@@ -110,7 +149,7 @@ def test_on_manifold_learned_perturbs_half_with_decoder_images(vaegan_dir):
 
 
 def test_missing_or_mismatched_vaegan_is_a_clear_error(vaegan_dir, tmp_path):
-  state = _state()
+  state = small_state()
   with pytest.raises(ValueError, match="experiments.train_vaegan"):
     modes.make_mode(_config("on_manifold_learned", vaegan_workdir=str(tmp_path)),
                     state.apply_fn)

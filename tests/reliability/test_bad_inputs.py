@@ -27,7 +27,7 @@ from rsec.training.classifier import validate_train_config
 from rsec.training.loop import evaluate, fit
 from rsec.training.state import make_optimizer
 from experiments import attack_eval
-from tests.training.test_loop import _data, _state
+from tests.helpers import small_state as _state, squares_data as _data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROTOS = np.random.default_rng(0).random((3, 4, 8, 8)).astype(np.float32)

@@ -9,7 +9,7 @@ from rsec.attacks import pgd
 from rsec.data.sources import ClassificationData
 from rsec.training import modes
 from rsec.training.classifier import train_classifier
-from tests.training.test_loop import _data, _state
+from tests.helpers import small_state, squares_data
 
 
 def _config(mode, eps=0.3, steps=5):
@@ -24,8 +24,8 @@ def _config(mode, eps=0.3, steps=5):
 @pytest.mark.parametrize("mode,rows", [("adversarial", slice(0, None, 2)),
                                        ("adversarial_full", slice(None))])
 def test_perturbs_the_chosen_rows_inside_the_ball(mode, rows):
-  state = _state()
-  data = _data(40)
+  state = small_state()
+  data = squares_data(40)
   mode_fn = modes.make_mode(_config(mode), state.apply_fn)
   batch = {k: jnp.asarray(v) for k, v in data.items()}
   out = jax.jit(mode_fn.perturb)(state.variables, jax.random.key(0), batch)
@@ -40,8 +40,8 @@ def test_perturbs_the_chosen_rows_inside_the_ball(mode, rows):
 
 
 def test_trades_stacks_clean_and_adversarial_and_has_its_loss():
-  state = _state()
-  data = _data(40)
+  state = small_state()
+  data = squares_data(40)
   mode = modes.make_mode(_config("trades", eps=0.1), state.apply_fn)
   batch = {k: jnp.asarray(v) for k, v in data.items()}
   out = mode.perturb(state.variables, jax.random.key(0), batch)
@@ -55,8 +55,8 @@ def test_trades_stacks_clean_and_adversarial_and_has_its_loss():
 
 def test_adversarial_training_is_more_robust_than_normal(tmp_path):
   """On data a model can fit, adversarial training (eps 0.15) resists PGD better."""
-  d = _data(800, seed=1)
-  test = _data(200, seed=2)
+  d = squares_data(800, seed=1)
+  test = squares_data(200, seed=2)
   data = ClassificationData(d, test, 10, {"name": "squares"})
   robust = {}
   for mode in ("normal", "adversarial"):

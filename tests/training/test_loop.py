@@ -9,38 +9,16 @@ import numpy as np
 import pytest
 
 from rsec import parallel
-from rsec.models.classifiers import make_model
 from rsec.training import steps as steps_lib
 from rsec.training.checkpoint import Checkpointer
 from rsec.training.loop import NonFiniteError, evaluate, fit
-from rsec.training.metrics import MetricWriter
-from rsec.training.state import create_train_state, make_optimizer
-
-
-def _data(n=400, seed=0):
-  """Ten classes, each a bright square at its own place: learnable in a few steps."""
-  rng = np.random.default_rng(seed)
-  y = rng.integers(0, 10, n).astype(np.int32)
-  x = rng.random((n, 16, 16, 1)).astype(np.float32) * 0.2
-  for i, c in enumerate(y):
-    r, q = divmod(int(c), 5)
-    x[i, 2 + 6 * r:6 + 6 * r, 1 + 3 * q:3 + 3 * q] = 1.0
-  return {"image": x, "label": y}
-
-
-def _state(model="paper_classifier", lr=0.01, seed=0):
-  m = make_model(model, 10)
-  tx = make_optimizer(lr, 4, lr_decay=0.95, b1=0.5, b2=0.9, weight_decay=1e-4)
-  return create_train_state(m, tx, jax.random.key(seed), (1, 16, 16, 1))
-
-
-def _params(state):
-  return jax.tree.map(np.asarray, jax.device_get(state.params))
+from rsec.training.metrics import MetricWriter, read_event_records
+from tests.helpers import host_params, small_state, squares_data
 
 
 def test_fit_learns_and_evaluate_pads_last_batch():
-  data = _data()
-  state, stats = fit(_state(), data, key=jax.random.key(1), batch_size=40, num_steps=60,
+  data = squares_data()
+  state, stats = fit(small_state(), data, key=jax.random.key(1), batch_size=40, num_steps=60,
                      progress=False)
   assert stats.steps_run == 60 and int(state.step) == 60
   full = evaluate(state, data["image"], data["label"], batch_size=40)
@@ -52,11 +30,11 @@ def test_fit_learns_and_evaluate_pads_last_batch():
 
 
 def test_multi_step_compiles_once():
-  data = _data()
+  data = squares_data()
   mesh = parallel.data_mesh()
   step = chex.assert_max_traces(steps_lib.make_train_step(), n=1)
   multi = steps_lib.make_multi_step(step, mesh)
-  state = parallel.replicate(_state(), mesh)
+  state = parallel.replicate(small_state(), mesh)
   for s0 in range(0, 12, 4):
     idx = np.arange(s0 * 40, s0 * 40 + 160).reshape(4, 40) % 400
     batches = parallel.shard_batch({k: v[idx] for k, v in data.items()}, mesh, axis=1)
@@ -75,13 +53,13 @@ def test_one_device_and_four_devices_agree():
   normalisation, not bit for bit.
   """
   assert jax.device_count() == 4, "tests run with 4 fake CPU devices (see conftest.py)"
-  data = _data()
+  data = squares_data()
   out, preds = [], []
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = parallel.data_mesh(devices)
-    state, _ = fit(_state(), data, key=jax.random.key(1), batch_size=40, num_steps=12,
+    state, _ = fit(small_state(), data, key=jax.random.key(1), batch_size=40, num_steps=12,
                    mesh=mesh, progress=False)
-    out.append(_params(state))
+    out.append(host_params(state))
     preds.append(np.argmax(np.asarray(state.logits_fn()(data["image"])), -1))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-3), *out)
   assert np.mean(preds[0] == preds[1]) >= 0.99
@@ -92,13 +70,13 @@ def test_virtual_shards_one_and_four_devices_bit_identical():
   device (4 shards each) and on 4 devices (1 shard each) gives the same bits in every
   leaf of the parameters, BatchNorm statistics, Adam state and the per-step metrics."""
   assert jax.device_count() == 4, "tests run with 4 fake CPU devices (see conftest.py)"
-  data = _data()
+  data = squares_data()
   out = []
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = parallel.data_mesh(devices)
     step = steps_lib.make_train_step(virtual_shards=4, mesh=mesh)
     multi = steps_lib.make_multi_step(step, mesh)
-    state, metrics = parallel.replicate(_state(), mesh), []
+    state, metrics = parallel.replicate(small_state(), mesh), []
     for s0 in (0, 3):   # two scanned calls of three steps
       idx = np.arange(s0 * 40, s0 * 40 + 120).reshape(3, 40) % 400
       batches = parallel.shard_batch({k: v[idx] for k, v in data.items()}, mesh, axis=1)
@@ -115,94 +93,90 @@ def test_virtual_shards_one_and_four_devices_bit_identical():
 
 def test_batch_not_divisible_by_devices():
   with pytest.raises(ValueError, match="batch_size=30 must be divisible by the number of devices"):
-    fit(_state(), _data(), key=jax.random.key(1), batch_size=30, num_steps=2, progress=False)
+    fit(small_state(), squares_data(), key=jax.random.key(1), batch_size=30, num_steps=2,
+        progress=False)
 
 
 def test_resume_is_identical_to_uninterrupted(tmp_path):
-  data, key = _data(), jax.random.key(3)
+  data, key = squares_data(), jax.random.key(3)
   kw = dict(key=key, batch_size=40, steps_per_call=3, progress=False, checkpoint_every=5)
-  ref, _ = fit(_state(), data, num_steps=16, **kw)
+  ref, _ = fit(small_state(), data, num_steps=16, **kw)
   d = str(tmp_path / "ck")
   ck = Checkpointer(d, {"model": "paper_classifier"})
-  fit(_state(), data, num_steps=10, checkpointer=ck, **kw)   # "killed" after step 10
+  fit(small_state(), data, num_steps=10, checkpointer=ck, **kw)   # "killed" after step 10
   ck.close()
   ck = Checkpointer(d, {"model": "paper_classifier"})
   assert ck.latest_step() == 10
-  resumed, stats = fit(_state(seed=99), data, num_steps=16, checkpointer=ck, **kw)
+  resumed, stats = fit(small_state(seed=99), data, num_steps=16, checkpointer=ck, **kw)
   ck.close()
   assert stats.steps_run == 6
-  jax.tree.map(np.testing.assert_array_equal, _params(ref), _params(resumed))
+  jax.tree.map(np.testing.assert_array_equal, host_params(ref), host_params(resumed))
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
   d = str(tmp_path / "ck")
   ck = Checkpointer(d, {"model": "paper_classifier"})
-  fit(_state(), _data(), key=jax.random.key(0), batch_size=40, num_steps=2, checkpointer=ck,
-      progress=False)
+  fit(small_state(), squares_data(), key=jax.random.key(0), batch_size=40, num_steps=2,
+      checkpointer=ck, progress=False)
   ck.close()
   ck = Checkpointer(d, {"model": "mlp"})
   with pytest.raises(ValueError, match="written with model='paper_classifier'"):
-    fit(_state("mlp"), _data(), key=jax.random.key(0), batch_size=40, num_steps=4,
+    fit(small_state("mlp"), squares_data(), key=jax.random.key(0), batch_size=40, num_steps=4,
         checkpointer=ck, progress=False)
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-  data = _data()
+  data = squares_data()
   d = str(tmp_path / "ck")
   ck = Checkpointer(d, {"model": "paper_classifier"})
-  state, _ = fit(_state(), data, key=jax.random.key(0), batch_size=40, num_steps=4,
+  state, _ = fit(small_state(), data, key=jax.random.key(0), batch_size=40, num_steps=4,
                  checkpointer=ck, checkpoint_every=2, progress=False)
-  good = _params(state)
+  good = host_params(state)
   bad = dict(data, image=data["image"].copy())
   bad["image"][:] = np.nan
   with pytest.raises(NonFiniteError, match=r"non-finite loss or gradients at step 4.*step 4"):
-    fit(_state(), bad, key=jax.random.key(0), batch_size=40, num_steps=8, checkpointer=ck,
+    fit(small_state(), bad, key=jax.random.key(0), batch_size=40, num_steps=8, checkpointer=ck,
         checkpoint_every=2, progress=False)
   assert ck.latest_step() == 4
-  restored = ck.restore(_state())
+  restored = ck.restore(small_state())
   ck.close()
-  jax.tree.map(np.testing.assert_array_equal, good, _params(restored))
+  jax.tree.map(np.testing.assert_array_equal, good, host_params(restored))
 
 
 def test_metric_writer_jsonl_and_tensorboard(tmp_path):
   w = MetricWriter(str(tmp_path))
   for s in (10, 20, 30):
     w.write(s, {"train/loss": 1.0 / s})
-  w.truncate_after(20)
+  w.truncate_after(20)   # a resume from step 20: rows and events after it are dropped
+  w.write(30, {"train/loss": 0.5})
   w.close()
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-  assert [r["step"] for r in rows] == [10, 20]
-  events = [f for f in os.listdir(tmp_path / "tensorboard") if "tfevents" in f]
-  assert len(events) == 1
-  scalars = _read_event_scalars(tmp_path / "tensorboard" / events[0])
+  assert [r["step"] for r in rows] == [10, 20, 30] and rows[-1]["train/loss"] == 0.5
+  scalars = [x for f in sorted(os.listdir(tmp_path / "tensorboard"))
+             for x in _read_event_scalars(tmp_path / "tensorboard" / f)]
   assert [(s, t) for s, t, _ in scalars] == [(10, "train/loss"), (20, "train/loss"),
                                               (30, "train/loss")]
-  assert scalars[0][2] == pytest.approx(0.1)
+  assert scalars[0][2] == pytest.approx(0.1) and scalars[-1][2] == pytest.approx(0.5)
 
 
 def _read_event_scalars(path):
-  """Parses a TensorBoard event file (TFRecord framing + Event protos) without TensorFlow."""
-  import struct
+  """(step, tag, value) of every scalar in a TensorBoard event file, read without TF."""
   from tensorboardX.proto import event_pb2
   out = []
-  with open(path, "rb") as f:
-    while header := f.read(12):
-      (length,) = struct.unpack("<Q", header[:8])
-      ev = event_pb2.Event.FromString(f.read(length))
-      f.read(4)
-      for v in ev.summary.value:
-        out.append((ev.step, v.tag, v.simple_value))
+  for data in read_event_records(str(path)):
+    ev = event_pb2.Event.FromString(data)
+    out += [(ev.step, v.tag, v.simple_value) for v in ev.summary.value]
   return out
 
 
 def test_corrupted_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
-  data = _data()
+  data = squares_data()
   d = str(tmp_path / "ck")
   ck = Checkpointer(d, {"model": "paper_classifier"}, max_to_keep=3)
   kw = dict(key=jax.random.key(0), batch_size=40, checkpointer=ck, checkpoint_every=2,
             progress=False)
-  state2, _ = fit(_state(), data, num_steps=2, **kw)
-  fit(_state(), data, num_steps=4, **kw)
+  state2, _ = fit(small_state(), data, num_steps=2, **kw)
+  fit(small_state(), data, num_steps=4, **kw)
   ck.close()
   # Truncate every data file of the step-4 checkpoint (a crash in the middle of a write).
   for root, _, files in os.walk(os.path.join(d, "4", "state")):
@@ -211,8 +185,8 @@ def test_corrupted_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
         with open(os.path.join(root, f), "r+b") as fh:
           fh.truncate(max(0, os.path.getsize(os.path.join(root, f)) // 3))
   ck = Checkpointer(d, {"model": "paper_classifier"}, max_to_keep=3)
-  restored = ck.restore(_state())
+  restored = ck.restore(small_state())
   ck.close()
   assert int(restored.step) == 2
-  jax.tree.map(np.testing.assert_array_equal, _params(state2), _params(restored))
+  jax.tree.map(np.testing.assert_array_equal, host_params(state2), host_params(restored))
   assert "checkpoint step 4" in caplog.text and "unreadable" in caplog.text
