@@ -158,18 +158,29 @@ def cli_main(run: Callable[[ml_collections.ConfigDict, str], Any], default_confi
   """
   from absl import app, flags
   from ml_collections import config_flags
+
+  def fail(message) -> None:
+    """Usage errors as every other refusal: one `error:` line, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
   try:
     check_override_keys(sys.argv[1:], default_config)
   except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    fail(e)
   config = config_flags.DEFINE_config_file("config", default_config)
   workdir = flags.DEFINE_string("workdir", None, "Output directory (a rerun resumes).")
 
+  def parse(argv):
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:  # a wrongly typed override, an unknown flag
+      fail(e)
+
   def main(argv):
     if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+      fail(f"unexpected arguments: {argv[1:]}")
     if workdir.value is None:
-      raise app.UsageError("--workdir is required")
+      fail("--workdir is required")
     run_cli(lambda: run(config.value, workdir.value))
-  app.run(main)
+  app.run(main, flags_parser=parse)

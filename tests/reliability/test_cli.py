@@ -36,13 +36,6 @@ ENTRY_POINTS = {
     "defence_utility": (),
 }
 
-# cli_main leaves these to absl: app.run prints the module docstring and flag help, or
-# 'FATAL Flags parsing error', and exits with status 1. Remove the mark when cli_main
-# reports them as `error:` with status 2 (strict: an unexpected pass fails).
-ABSL_USAGE_ERROR = pytest.mark.xfail(
-    strict=True, reason="cli_main lets absl report usage and flag-parsing errors (exit 1, "
-    "usage text, no 'error:' line)")
-
 # kind -> (argv given the workdir and the entry point's own arguments, what the error
 # line must hold, absl-reported?)
 KINDS = {
@@ -78,8 +71,7 @@ def test_every_entry_point_is_covered():
   assert found == set(ENTRY_POINTS)
 
 
-CASES = [pytest.param(entry, kind, marks=[ABSL_USAGE_ERROR] if KINDS[kind][2] else [],
-                      id=f"{entry}: {kind}")
+CASES = [pytest.param(entry, kind, id=f"{entry}: {kind}")
          for entry in ENTRY_POINTS for kind in KINDS]
 
 
