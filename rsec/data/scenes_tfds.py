@@ -82,19 +82,6 @@ def _open_builder(data_dir: str, name: str):
                      f"({type(e).__name__}: {e}); rebuild it") from e
 
 
-def _read_split(builder, split: str, where: str) -> list[dict]:
-  """`read_split`, with a corrupted, truncated or missing shard as a ValueError naming the
-  split and folder (array_record raises RuntimeError, Pillow its own error)."""
-  try:
-    return read_split(builder, split)
-  except ValueError:
-    raise
-  except Exception as e:  # noqa: BLE001 -- the readers and decoders raise many types
-    raise ValueError(f"split {split!r} of {where} could not be read ({type(e).__name__}: "
-                     f"{str(e)[:300]}): a shard is corrupted or missing; rebuild the data "
-                     f"set") from e
-
-
 def load_scenes_tfds(data_dir: str, split: str) -> dict:
   """Reads an exported SCENES split back (image float32 in [0, 1], 8-bit quantised).
 
@@ -102,7 +89,7 @@ def load_scenes_tfds(data_dir: str, split: str) -> dict:
   metadata is corrupted.
   """
   builder = _open_builder(data_dir, "scenes")
-  rec = _read_split(builder, split, f"scenes in {os.fspath(data_dir)!r}")
+  rec = read_split(builder, split)
   if not rec:
     raise ValueError(f"split {split!r} of scenes in {data_dir!r} is empty")
   stack = lambda k: np.stack([np.asarray(r[k]) for r in rec])
@@ -136,7 +123,7 @@ def load_coco_panoptic(data_dir: str, split: str, size: int = 64, max_objects: i
     if key not in builder.info.features:
       raise ValueError(f"{name!r} in {data_dir!r} has no {key!r} feature; is it a panoptic "
                        f"set? (features {list(builder.info.features.keys())})")
-  rec = _read_split(builder, split, f"{name!r} in {os.fspath(data_dir)!r}")[:limit]
+  rec = read_split(builder, split)[:limit]
   n = len(rec)
   if n == 0:
     raise ValueError(f"split {split!r} of {name!r} in {data_dir!r} is empty")

@@ -195,10 +195,23 @@ def _read_tfrecord(path: str):
 
 
 def read_split(builder, split: str) -> list[dict]:
-  """All decoded examples of a split (numpy), whatever the file format."""
+  """All decoded examples of a split (numpy), whatever the file format.
+
+  ValueError naming the split and folder for an unknown split or a corrupted, truncated
+  or missing shard (array_record raises RuntimeError, the decoders their own errors).
+  """
   if split not in builder.info.splits:
     raise ValueError(f"split {split!r} is not in data set {builder.name!r}; "
                      f"it has {sorted(builder.info.splits)}")
+  try:
+    return _read_split(builder, split)
+  except Exception as e:  # noqa: BLE001 -- the readers and decoders raise many types
+    raise ValueError(f"split {split!r} of {builder.name!r} in {os.fspath(builder.data_dir)!r} "
+                     f"could not be read ({type(e).__name__}: {str(e)[:300]}): a shard is "
+                     f"corrupted or missing; rebuild the data set") from e
+
+
+def _read_split(builder, split: str) -> list[dict]:
   fmt = builder.info.file_format
   if fmt is not None and fmt.value == "tfrecord":
     features = builder.info.features

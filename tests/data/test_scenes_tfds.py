@@ -108,8 +108,8 @@ def test_corrupted_shard_is_a_value_error_naming_split_and_folder(exported, tmp_
   d, shard = _copy(exported, tmp_path)
   assert scenes_tfds.load_scenes_tfds(d, "train")["image"].shape == (4, 32, 32, 3)
   spoil(shard)
-  with pytest.raises(ValueError, match=f"split 'train' of scenes in '{d}' could not be read"
-                                       r" \(.*\): a shard is corrupted or missing"):
+  with pytest.raises(ValueError, match=f"split 'train' of 'scenes' in '{d}/scenes/1.0.0' could "
+                                       r"not be read \(.*\): a shard is corrupted or missing"):
     scenes_tfds.load_scenes_tfds(d, "train")
 
 

@@ -154,3 +154,17 @@ def test_loader_errors(mnist_like, tmp_path):
     tfds_loader.write_image_classification_tfds(
         str(tmp_path), "y", {"train": (np.zeros((1, 4, 4, 1), np.uint8), np.array([5]))},
         class_names=["a", "b"])
+
+
+def test_corrupted_shard_of_an_image_classification_set_is_a_value_error(mnist_like, tmp_path):
+  import glob
+  import shutil
+  data_dir = str(tmp_path / "copy")
+  shutil.copytree(mnist_like[0], data_dir)
+  shards = glob.glob(os.path.join(data_dir, "**", "*train.array_record*"), recursive=True)
+  assert shards
+  with open(shards[0], "r+b") as f:
+    f.truncate(os.path.getsize(shards[0]) // 2)
+  with pytest.raises(ValueError, match=r"split 'train' of 'tiny_mnist' in .* could not be read "
+                                       r"\(.*\): a shard is corrupted or missing"):
+    tfds_loader.load_image_classification("tiny_mnist", data_dir, "train")
