@@ -159,10 +159,6 @@ def _eval_cfg(cascade=None, eps=None):
   return c
 
 
-def test_at_least_fifty_cases():
-  assert len(CASES) >= 50
-
-
 @pytest.mark.parametrize("name,fn,match", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_raises_value_error(tmp_path, name, fn, match):
   with pytest.raises(ValueError, match=match):
