@@ -33,11 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +45,7 @@ from benchmarks.mad_torch import ReferenceMAD
 from benchmarks.torch_port import torch_paper_classifier
 from rsec.data.sources import load_classification
 from rsec.models.classifiers import make_model
-from rsec.stealing import DEFENCES, AuxModel, mad
+from rsec.stealing import DEFENCES, AuxModel, client, mad
 from rsec.stealing.defences import line_search
 from rsec.stealing.victim import Victim, victim_from_workdir
 from rsec.training.classifier import restore_classifier
@@ -277,47 +274,19 @@ def bench_art(logits_fn, variables, x, chunks_best, args):
 
 def start_server(classifier_workdir: str, workdir: str, chunk: int, max_batch: int):
   """`experiments.serve_victim` in a subprocess; (process, url) once /health answers."""
-  cmd = [sys.executable, "-m", "experiments.serve_victim", "--config=configs/serve_victim.py",
-         f"--config.classifier_workdir={classifier_workdir}", f"--workdir={workdir}",
-         "--config.port=0", "--config.api_keys=bench=100000000",
-         f"--config.max_batch={max_batch}", f"--config.chunk={chunk}"]
-  info = os.path.join(workdir, "server.json")
-  # The server's output goes to a file: an unread pipe would block it once full.
-  log = open(os.path.join(workdir, "server.log"), "w")
-  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-  deadline = time.time() + 180
-  while time.time() < deadline:
-    if proc.poll() is not None:
-      raise RuntimeError("the server exited:\n" + open(log.name).read())
-    if os.path.exists(info):
-      url = json.load(open(info))["url"]
-      try:
-        urllib.request.urlopen(url + "/health", timeout=2).read()
-        return proc, url
-      except OSError:
-        pass
-    time.sleep(0.3)
-  stop_server(proc)
-  raise RuntimeError("the server did not come up in 180 s:\n" + open(log.name).read())
-
-
-def stop_server(proc) -> None:
-  proc.terminate()
-  try:
-    proc.wait(timeout=20)
-  except subprocess.TimeoutExpired:
-    proc.kill()
-    proc.wait()
+  return client.start_server(workdir, [
+      f"--config.classifier_workdir={classifier_workdir}", "--config.port=0",
+      "--config.api_keys=bench=100000000", f"--config.max_batch={max_batch}",
+      f"--config.chunk={chunk}"])
 
 
 def bench_server(classifier_workdir, x, args):
-  from rsec.stealing.client import RemoteVictim
   batches = (100, 1000)
   workdir = tempfile.mkdtemp(prefix="rsec_bench_serve_")
   local = victim_from_workdir(classifier_workdir, chunk=args.serve_chunk)
   proc, url = start_server(classifier_workdir, workdir, args.serve_chunk, max(batches))
   try:
-    remote = RemoteVictim(url, "bench")
+    remote = client.RemoteVictim(url, "bench")
     xs = {b: _tile(x, b) for b in batches}
     out = {"serve/chunk": args.serve_chunk,
            "serve/max_abs_diff_remote_vs_local": float(np.max(np.abs(
@@ -328,7 +297,7 @@ def bench_server(classifier_workdir, x, args):
       fns[f"local/b{b}"] = lambda xb=xs[b]: local.query(xb)
     t = time_interleaved(fns, rounds=args.rounds, min_seconds=args.min_seconds)
   finally:
-    stop_server(proc)
+    client.stop_server(proc)
   for b in batches:
     out[f"serve/queries_per_s/b{b}/remote"] = b / t[f"remote/b{b}"]
     out[f"serve/queries_per_s/b{b}/in_process"] = b / t[f"local/b{b}"]

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import io as pyio
 import json
+import os
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -56,3 +60,48 @@ class RemoteVictim:
     np.save(buf, np.asarray(x, np.float32) if np.issubdtype(np.asarray(x).dtype, np.floating)
             else np.asarray(x), allow_pickle=False)
     return np.load(pyio.BytesIO(self._request("/query", buf.getvalue())), allow_pickle=False)
+
+
+def start_server(workdir: str, overrides: list[str], timeout: float = 180.0,
+                 cwd: str | None = None) -> tuple[subprocess.Popen, str]:
+  """Runs `python -m experiments.serve_victim --workdir=WORKDIR *overrides` (e.g.
+  '--config.classifier_workdir=DIR', '--config.port=0') in a subprocess and returns
+  (process, url) once its /health answers. Its output goes to WORKDIR/server.log (an
+  unread pipe would block the server once full). RuntimeError with the log if it exits
+  or does not come up within `timeout` seconds. `cwd`: the repository root (default:
+  the one this module is in)."""
+  cwd = cwd or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  os.makedirs(workdir, exist_ok=True)
+  info = os.path.join(workdir, "server.json")
+  if os.path.exists(info):
+    os.remove(info)  # an earlier server's address
+  log_path = os.path.join(workdir, "server.log")
+  with open(log_path, "w") as log:
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.serve_victim",
+                             "--config=configs/serve_victim.py", f"--workdir={workdir}",
+                             *overrides], cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if proc.poll() is not None:
+      raise RuntimeError("the server exited:\n" + open(log_path).read()[-3000:])
+    if os.path.exists(info):
+      url = json.load(open(info))["url"]
+      try:
+        urllib.request.urlopen(url + "/health", timeout=2).read()
+        return proc, url
+      except OSError:
+        pass
+    time.sleep(0.3)
+  stop_server(proc)
+  raise RuntimeError(f"the server did not come up in {timeout:.0f} s:\n"
+                     + open(log_path).read()[-3000:])
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+  """SIGTERM, then SIGKILL after 20 s."""
+  proc.terminate()
+  try:
+    proc.wait(timeout=20)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    proc.wait()

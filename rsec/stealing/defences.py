@@ -139,10 +139,6 @@ def _rowwise(fn: Callable[[jax.Array], jax.Array]) -> Callable:
   return lambda aux, y, x, keys: outputs.renormalise(fn(y))
 
 
-def _eps(eps: Any) -> float:
-  return check_finite_scalar("defence eps", eps, low=0.0)
-
-
 # --- baselines -------------------------------------------------------------------------
 
 @DEFENCES.register("none")
@@ -225,7 +221,7 @@ def simplex_noise(ctx: DefenceContext, eps: float = 0.5) -> Defence:
   """Moves y towards a uniformly random point of the simplex (Dirichlet(1)) by L1
   distance min(eps, ||u - y||_1): random noise within the same utility budget as MAD."""
   del ctx
-  e = _eps(eps)
+  e = check_finite_scalar("defence eps", eps, low=0.0)
 
   def apply(aux, y, x, keys):
     u = jax.vmap(lambda k: jax.random.dirichlet(k, jnp.ones(y.shape[-1:])))(keys)

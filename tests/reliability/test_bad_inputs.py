@@ -34,15 +34,19 @@ PROTOS = np.random.default_rng(0).random((3, 4, 8, 8)).astype(np.float32)
 THETA = np.tile(warp.IDENTITY_THETA, (2, 1))
 
 
-def _cfg(**changes):
-  c = train_config("quick")
+def _with(config, **changes):
+  """`config` with `a__b=v` set as config.a.b = v."""
   for dotted, value in changes.items():
     *path, last = dotted.split("__")
-    node = c
+    node = config
     for p in path:
       node = node[p]
     node[last] = value
-  return c
+  return config
+
+
+def _cfg(**changes):
+  return _with(train_config("quick"), **changes)
 
 
 def _from_json_with(**changes):
@@ -230,16 +234,6 @@ def _not_misinformation(t):
   c.data.train_size, c.data.test_size, c.eval.batch_size = 200, 100, 100
   train_classifier.run(c, os.path.join(t, "clf"))
   return load_misinformation_model(os.path.join(t, "clf"))
-
-
-def _with(config, **changes):
-  for dotted, value in changes.items():
-    *path, last = dotted.split("__")
-    node = config
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return config
 
 
 STEALING_CASES = [

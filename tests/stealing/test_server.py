@@ -2,10 +2,7 @@
 import io as pyio
 import json
 import os
-import subprocess
-import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -13,11 +10,11 @@ import numpy as np
 import pytest
 
 from experiments import train_classifier
+from rsec.stealing import client
 from rsec.stealing.client import RemoteVictim
 from rsec.stealing.victim import BudgetExceededError, victim_from_workdir
 from tests.experiments.test_train_classifier import small_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFENCE = {"name": "logit_noise", "sigma": 0.5}
 
 
@@ -29,39 +26,15 @@ def classifier_workdir(tmp_path_factory):
 
 
 def start_server(classifier_workdir, workdir, *extra):
-  cmd = [sys.executable, "-m", "experiments.serve_victim", "--config=configs/serve_victim.py",
-         f"--config.classifier_workdir={classifier_workdir}", f"--workdir={workdir}",
-         "--config.port=0", "--config.api_keys=alice=40,bob=1000", "--config.max_batch=8",
-         "--config.max_body_bytes=150000", "--config.chunk=8",
-         f"--config.defence.name={DEFENCE['name']}", f"--config.defence.sigma={DEFENCE['sigma']}",
-         *extra]
-  info = os.path.join(workdir, "server.json")
-  if os.path.exists(info):
-    os.remove(info)
-  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
-  deadline = time.time() + 180
-  while time.time() < deadline:
-    if proc.poll() is not None:
-      raise RuntimeError("the server exited:\n" + proc.stdout.read())
-    if os.path.exists(info):
-      url = json.load(open(info))["url"]
-      try:
-        urllib.request.urlopen(url + "/health", timeout=2).read()
-        return proc, url
-      except OSError:
-        pass
-    time.sleep(0.3)
-  proc.kill()
-  raise RuntimeError("the server did not come up in 180 s")
+  return client.start_server(workdir, [
+      f"--config.classifier_workdir={classifier_workdir}", "--config.port=0",
+      "--config.api_keys=alice=40,bob=1000", "--config.max_batch=8",
+      "--config.max_body_bytes=150000", "--config.chunk=8",
+      f"--config.defence.name={DEFENCE['name']}", f"--config.defence.sigma={DEFENCE['sigma']}",
+      *extra])
 
 
-def stop(proc):
-  proc.terminate()
-  try:
-    proc.wait(timeout=20)
-  except subprocess.TimeoutExpired:
-    proc.kill()
+stop = client.stop_server
 
 
 @pytest.fixture(scope="module")
