@@ -100,7 +100,8 @@ def apgd(eps: float, norm: str = "linf", steps: int = 100, restarts: int = 1,
   """APGD under L-inf or L2 with loss "ce", "dlr", or a targeted loss ("dlr_targeted":
   APGD-T, attacking each of the n_target_classes most likely wrong classes `restarts`
   times). steps: iterations per attempt (N_iter)."""
-  check_common(eps, norm, steps, restarts, loss, init, select, lo, hi, norms=("linf", "l2"))
+  check_common(eps, norm, steps, restarts, loss, init, select, lo, hi, norms=("linf", "l2"),
+               attack="apgd")
   check_finite_scalar("rho", rho, low=0.0, high=1.0)
   check_finite_scalar("alpha", alpha, low=0.0, high=1.0)
   n_t = check_positive_int("n_target_classes", n_target_classes) if loss in TARGETED else 0

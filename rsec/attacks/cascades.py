@@ -20,6 +20,7 @@ import numpy as np
 from rsec.attacks.autopgd import apgd_ce, apgd_t
 from rsec.attacks.base import (ATTACKS, Attack, build_attack, check_attack_inputs,
                                is_tracing, predict_labels)
+from rsec.attacks.gradient import check_norm
 from rsec.attacks.losses import MIN_CLASSES
 from rsec.attacks.square_attack import square
 from rsec.checks import check_choice
@@ -119,6 +120,7 @@ def autoattack(eps: float, norm: str = "linf", version: str = "standard", lo: fl
   version but without FAB-T. "quick": 20-step APGDs, 3 targets, 200 Square queries.
   Needs >= 4 classes."""
   check_choice("version", version, ("standard", "quick"))
+  check_norm(norm, ("linf", "l2"), "autoattack")
   quick = version == "quick"
   return cascade([
       apgd_ce(eps, norm, steps=20 if quick else 100, lo=lo, hi=hi),

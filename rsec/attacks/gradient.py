@@ -70,11 +70,19 @@ def engine_impl(spec: PixelSpec, logits_fn, key, x, y, hp: Mapping[str, Any]):
   return x_adv, info
 
 
+def check_norm(norm, norms, attack: str) -> str:
+  """ValueError unless `norm` is one of the norms this attack supports (never a fallback)."""
+  if norm in NORMS and norm not in norms:
+    raise ValueError(f"{attack} does not support norm {norm!r}; supported norms: "
+                     f"{sorted(norms)}")
+  return check_choice("norm", norm, norms)
+
+
 def check_common(eps, norm, steps, restarts, loss, init, select, lo, hi,
-                 norms=NORMS) -> None:
+                 norms=NORMS, attack: str = "this attack") -> None:
   """Factory-time checks shared by the engine-backed attacks."""
   check_finite_scalar("eps", eps, low=0.0)
-  check_choice("norm", norm, norms)
+  check_norm(norm, norms, attack)
   check_positive_int("steps", steps)
   check_positive_int("restarts", restarts)
   check_choice("loss", loss, LOSSES.names())
@@ -157,7 +165,8 @@ def paper(eps: float = 0.3, norm: str = "linf", steps: int = 40, lr: float = 0.0
 
 @ATTACKS.register("cw_l2")
 def cw_l2(c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01,
-          eps: float | None = None, lo: float = 0.0, hi: float = 1.0) -> Attack:
+          eps: float | None = None, lo: float = 0.0, hi: float = 1.0,
+          norm: str = "l2") -> Attack:
   """Carlini & Wagner's L2 attack with a fixed trade-off constant c (no binary search).
 
   Minimises ||x - x0||_2^2 - c * min(max_{j != y} z_j - z_y, kappa) over the tanh
@@ -166,7 +175,10 @@ def cw_l2(c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01
   needlessly large perturbations: tune c per model. One attempt (the start is x itself,
   so restarts would repeat it). eps: if given, successes with
   ||x_adv - x||_2 > eps are discarded (x_adv = x), which makes this an eps-threat attack.
+  norm: only "l2"; it is accepted so that configs can name every attack's norm, and any
+  other value raises instead of silently measuring L2.
   """
+  check_norm(norm, ("l2",), "cw_l2")
   check_finite_scalar("c", c, low=0.0, low_inclusive=False)
   check_finite_scalar("kappa", kappa, low=0.0)
   check_finite_scalar("lr", lr, low=0.0, low_inclusive=False)

@@ -154,7 +154,7 @@ def square(eps: float, norm: str = "linf", steps: int = 1000, p_init: float = 0.
   untargeted loss to maximise (default the margin max_{j != y} z_j - z_y).
   """
   check_common(eps, norm, steps, restarts, loss, "square", select, lo, hi,
-               norms=("linf", "l2"))
+               norms=("linf", "l2"), attack="square")
   if loss in TARGETED:
     raise ValueError(f"loss must be untargeted for Square, got {loss!r}")
   check_finite_scalar("p_init", p_init, low=0.0, high=1.0, low_inclusive=False)

@@ -56,19 +56,6 @@ def l2_direction(g: jax.Array) -> jax.Array:
   return g / jnp.maximum(per_example(norm_of(g, "l2"), g), _TINY)
 
 
-def l1_topk_direction(g: jax.Array, k: int) -> jax.Array:
-  """Sparse L1 ascent (Tramer & Boneh): sign(g) on the k largest |g_i|, L1 norm 1.
-
-  Ties at the k-th value are all kept, so the support can exceed k; the result is
-  renormalised to unit L1 norm either way.
-  """
-  a = jnp.abs(flat(g))
-  kth = jax.lax.top_k(a, k)[0][:, -1:]
-  mask = (a >= kth) & (a > 0)
-  d = jnp.sign(flat(g)) * mask
-  return (d / jnp.maximum(jnp.sum(mask, axis=1, keepdims=True), 1)).reshape(g.shape)
-
-
 def _stateless(direction: Callable[[jax.Array], jax.Array], step_size) -> StepRule:
   def init(u):
     del u
@@ -95,13 +82,40 @@ def l2_step(norm: str, steps: int, hp: Mapping[str, Any]) -> StepRule:
   return _stateless(l2_direction, hp["step_size"])
 
 
+def l1_box_ascent(g: jax.Array, k: int, mass, cap: jax.Array) -> jax.Array:
+  """Sparse L1 ascent that spends its L1 mass where the box lets coordinates move.
+
+  g [B, ...]: the gradient; cap [B, ...] >= 0: how far each coordinate can move along
+  sign(g) before the parametrisation's box stops it; mass: scalar or [B], the step's L1
+  length; k: coordinates per step when the box binds nowhere. Coordinates in decreasing
+  |g| each take min(cap, mass / k) until `mass` is spent. Where no box binds that is
+  Tramer & Boneh's top-k sign step of L1 norm `mass`; where one does (a pixel near 0
+  pushed down, or any single step longer than the box is wide), the part of a share the
+  box would clip away goes to the next coordinates instead of being lost. The result
+  maximises g . delta subject to ||delta||_1 <= mass, |delta_i| <= mass / k and the box
+  (a fractional knapsack, which the greedy order solves); with k = 1 that is the L1 ball
+  intersected with the box. Returns delta [B, ...].
+  """
+  gf, cf = flat(g), flat(cap)
+  m = jnp.broadcast_to(jnp.asarray(mass, gf.dtype), (gf.shape[0],))[:, None]
+  share = jnp.where(gf != 0, jnp.minimum(cf, m / k), 0.0)
+  order = jnp.argsort(-jnp.abs(gf), axis=1)
+  share_sorted = jnp.take_along_axis(share, order, axis=1)
+  spent_before = jnp.cumsum(share_sorted, axis=1) - share_sorted
+  take_sorted = jnp.clip(m - spent_before, 0.0, share_sorted)
+  take = jnp.take_along_axis(take_sorted, jnp.argsort(order, axis=1), axis=1)
+  return (jnp.sign(gf) * take).reshape(g.shape)
+
+
 @STEPS.register("l1_topk")
 def l1_topk_step(norm: str, steps: int, hp: Mapping[str, Any]) -> StepRule:
-  """Sparse L1 descent (SLIDE): step_size * unit-L1 sign step on the top (1 - q) of |g|.
+  """Sparse L1 ascent (SLIDE): an L1 step of length step_size on the top (1 - q) of |g|.
 
   hp: step_size, sparsity q in [0, 1) (0.99 moves the top 1% of coordinates), a Python
-  float since it sets a shape. Coordinates the parametrisation box would block (a pixel
-  at 0 pushed down) are dropped first, otherwise the L1 budget is spent on nothing.
+  float since it sets a shape. The box is respected inside the step (`l1_box_ascent`):
+  a coordinate the parametrisation box stops short (a pixel at 0 pushed down) passes the
+  rest of its share to the next coordinates, otherwise the L1 budget would be spent on
+  nothing (FGSM-L1 with eps above the box width would move a single pixel).
   """
   del norm, steps
   step_size, q = hp["step_size"], float(hp.get("sparsity", 0.99))
@@ -112,11 +126,11 @@ def l1_topk_step(norm: str, steps: int, hp: Mapping[str, Any]) -> StepRule:
 
   def update(u, g, loss, state, ctx):
     del loss
-    free = ctx.project_box(u + jnp.sign(g)) != u
-    g = jnp.where(free, g, 0.0)
+    s = per_example(step_size, u)
+    cap = jnp.abs(ctx.project_box(u + s * jnp.sign(g)) - u)
     d = flat(u).shape[1]
     k = max(1, min(d, int(round((1.0 - q) * d))))
-    return u + per_example(step_size, u) * l1_topk_direction(g, k), state
+    return u + l1_box_ascent(g, k, step_size, cap), state
 
   return StepRule(init, update)
 

@@ -1,14 +1,28 @@
-"""Shared fixture: a tiny MLP trained for a second on synthetic 8x8 images."""
+"""Shared fixture: a tiny MLP trained for a second on synthetic 8x8 images; and the
+hypothesis profile of the attack tests."""
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 import pytest
+from hypothesis import settings
 
 from tests.attacks.models import NUM_CLASSES, SHAPE, make_data, mlp_apply, mlp_init
+
+# The attack tests' hypothesis examples are the same on every run, in CI as anywhere
+# (derandomized: a seed from each test's code, no example database), so a red CI run
+# reproduces and a green one is not luck. RSEC_HYPOTHESIS=explore draws new examples each
+# run (and shrinks failures through the local database) to look for bugs. Tests take it
+# with settings(settings.get_profile("rsec-attacks"), max_examples=...).
+if os.environ.get("RSEC_HYPOTHESIS", "ci") == "explore":
+  settings.register_profile("rsec-attacks", deadline=None)
+else:
+  settings.register_profile("rsec-attacks", derandomize=True, database=None, deadline=None,
+                            print_blob=True)
 
 
 class Trained(NamedTuple):

@@ -6,6 +6,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import rsec.attacks as A
 from tests.attacks.models import random_linear
@@ -155,3 +156,47 @@ def test_square_p_schedule_halves_on_the_papers_marks():
   np.testing.assert_allclose(got, [0.8, 0.8, 0.4, 0.2, 0.1, 0.8 / 512], rtol=1e-6)
   # Budgets other than 10000 are rescaled: the same fractions of the run.
   np.testing.assert_allclose(float(p_schedule(jnp.asarray(2), 100, 0.8)), 0.2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("k, mass", [(1, 0.7), (3, 2.0), (8, 40.0)])
+def test_sparse_l1_step_solves_its_linear_program(k, mass):
+  """l1_box_ascent maximises g . delta over ||delta||_1 <= mass, |delta_i| <= mass / k,
+  sign(delta_i) = sign(g_i) and the box capacities; checked against scipy's LP solver."""
+  from scipy.optimize import linprog
+  from rsec.attacks.steps import l1_box_ascent
+  rng = np.random.default_rng(k)
+  g = rng.normal(size=(3, 16)) * (rng.random((3, 16)) > 0.2)   # some zero gradients
+  cap = rng.uniform(0, 1.5, size=(3, 16)) * (rng.random((3, 16)) > 0.2)  # some blocked
+  delta = np.asarray(l1_box_ascent(jnp.asarray(g, jnp.float32), k, mass,
+                                   jnp.asarray(cap, jnp.float32)), np.float64)
+  for i in range(3):
+    # Variables a_j = |delta_j| >= 0 moved along sign(g_j).
+    lp = linprog(-np.abs(g[i]), A_ub=np.ones((1, 16)), b_ub=[mass],
+                 bounds=list(zip(np.zeros(16), np.minimum(cap[i], mass / k))))
+    assert lp.status == 0
+    np.testing.assert_allclose(g[i] @ delta[i], -lp.fun, rtol=1e-5, atol=1e-5)
+    assert np.abs(delta[i]).sum() <= mass * (1 + 1e-6)
+    assert np.all(np.abs(delta[i]) <= np.minimum(cap[i], mass / k) + 1e-6)
+    assert np.all(delta[i] * g[i] >= 0) and np.all(delta[i][g[i] == 0] == 0)
+
+
+def test_sparse_l1_step_without_a_binding_box_is_the_top_k_sign_step():
+  from rsec.attacks.steps import l1_box_ascent
+  g = jax.random.normal(jax.random.key(0), (4, 20))
+  delta = l1_box_ascent(g, 5, 2.0, jnp.full_like(g, 10.0))
+  top = jnp.argsort(-jnp.abs(g), axis=1)[:, :5]
+  want = jnp.zeros_like(g).at[jnp.arange(4)[:, None], top].set(
+      0.4 * jnp.sign(jnp.take_along_axis(g, top, axis=1)))
+  np.testing.assert_allclose(delta, want, atol=1e-6)
+
+
+def test_fgsm_l1_spends_a_budget_wider_than_the_box():
+  """Regression: the sparse step once put all of eps on the top pixel and let the box
+  clip it, so FGSM-L1 moved one pixel by at most hi - lo whatever eps was."""
+  f = random_linear(36, seed=5)
+  x = jnp.full((4, 6, 6, 1), 0.5)
+  y = jnp.argmax(f(x), 1)
+  for eps in (0.3, 3.0, 12.0):
+    d = A.fgsm(eps, "l1")(f, jax.random.key(0), x, y) - x
+    np.testing.assert_allclose(jnp.abs(d).reshape(4, -1).sum(1), eps, rtol=1e-5)
+    assert float(jnp.abs(d).max()) <= 0.5 + 1e-6

@@ -10,7 +10,10 @@ from hypothesis import given, settings, strategies as st
 
 from rsec.attacks import losses, threat
 
-SETTINGS = settings(max_examples=25, deadline=None)
+SETTINGS = settings(settings.get_profile("rsec-attacks"), max_examples=25)  # conftest.py
+# Jitted, each example compiles once for its shape instead of once per primitive.
+project_l1 = jax.jit(threat.project_l1)
+project_ball = jax.jit(threat.project_ball, static_argnums=1)
 
 
 def l1_reference(v: np.ndarray, eps: float) -> np.ndarray:
@@ -33,7 +36,7 @@ def l1_reference(v: np.ndarray, eps: float) -> np.ndarray:
        st.integers(0, 2**31 - 1))
 def test_l1_projection_matches_bisection(b, d, eps, scale, seed):
   v = np.random.default_rng(seed).normal(size=(b, d)) * scale
-  got = np.asarray(threat.project_l1(jnp.asarray(v, jnp.float32), eps))
+  got = np.asarray(project_l1(jnp.asarray(v, jnp.float32), eps))
   want = np.stack([l1_reference(row, eps) for row in v])
   np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, scale))
   assert np.all(np.abs(got).sum(1) <= eps * (1 + 1e-5) + 1e-5)
@@ -46,13 +49,12 @@ def test_projection_is_nearest_point_of_ball(p, d, eps, seed):
   """No random point of the ball is closer to v than its projection (brute force)."""
   rng = np.random.default_rng(seed)
   v = jnp.asarray(rng.normal(size=(1, d)) * 2, jnp.float32)
-  proj = threat.project_ball(v, p, eps)
+  proj = project_ball(v, p, eps)
   assert float(threat.norm(proj, p)[0]) <= eps * (1 + 1e-5) + 1e-6
-  cands = threat.project_ball(jnp.asarray(rng.normal(size=(2000, d)) * eps, jnp.float32),
-                              p, eps)
+  cands = project_ball(jnp.asarray(rng.normal(size=(2000, d)) * eps, jnp.float32), p, eps)
   best = float(jnp.min(jnp.sum((cands - v) ** 2, 1)))
   assert float(jnp.sum((proj - v) ** 2)) <= best + 1e-5
-  np.testing.assert_allclose(threat.project_ball(proj, p, eps), proj, atol=1e-5)
+  np.testing.assert_allclose(project_ball(proj, p, eps), proj, atol=1e-5)
 
 
 @pytest.mark.parametrize("p", ["linf", "l2", "l1"])
