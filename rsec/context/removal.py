@@ -54,11 +54,12 @@ def fill_holes(inpainter: GanState, x, m) -> jax.Array:
   """In-paints holes m [B, H, W] in [0, 1] of float images x [B, H, W, 3] in [0, 1]
   (both checked at the boundary: `check_holes`)."""
   check_holes(x, m)
-  return _inpaint_jit(inpainter, jnp.asarray(x), jnp.asarray(m, jnp.float32))
+  return inpaint_jit(inpainter, jnp.asarray(x), jnp.asarray(m, jnp.float32))
 
 
 @jax.jit
-def _inpaint_jit(state, x, m):
+def inpaint_jit(state, x, m):
+  """`inpaint`, compiled once per shape (shared by removal and the sensitivity study)."""
   return inpaint(state, x, m)
 
 
@@ -123,11 +124,11 @@ def remove_objects(x, target, source: str, *, inpainter: GanState | None = None,
   else:
     if mask_generator is None:
       raise ValueError("source 'generated' needs mask_generator=")
-    m = masks_lib.dilate(_gen_jit(mask_generator, jnp.asarray(x), jnp.asarray(target)),
+    m = masks_lib.dilate(generate_masks_jit(mask_generator, jnp.asarray(x), jnp.asarray(target)),
                          dilation)
     # A generated mask may be empty ("nothing found": the image stays as it is) or
     # cover everything; neither is an input error here.
-    filled = _inpaint_jit(inpainter, jnp.asarray(x), m)
+    filled = inpaint_jit(inpainter, jnp.asarray(x), m)
     keep = m.sum((1, 2))[:, None, None, None] > 0
     return {"image": jnp.where(keep, filled, jnp.asarray(x)), "mask": m}
   return {"image": fill_holes(inpainter, x, m), "mask": m}
@@ -155,5 +156,6 @@ def _check_scene(scene, source: str, batch: int) -> None:
 
 
 @jax.jit
-def _gen_jit(state, x, t):
+def generate_masks_jit(state, x, t):
+  """`generate_masks`, compiled once per shape (shared with sensitivity and remover_eval)."""
   return generate_masks(state, x, t)

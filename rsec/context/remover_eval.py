@@ -68,7 +68,7 @@ def evaluate_remover(data: dict, inpainter: GanState, mask_generator: GanState |
       gen = removal.remove_objects(x, t, "generated", inpainter=inpainter,
                                    mask_generator=mask_generator, dilation=dilation)
       edits["generated"] = np.asarray(gen["image"])
-      raw = np.asarray(removal._gen_jit(mask_generator, jnp.asarray(x), jnp.asarray(t)))
+      raw = np.asarray(removal.generate_masks_jit(mask_generator, jnp.asarray(x), jnp.asarray(t)))
       truth = np.asarray(removal.gt_masks(rows["masks"], rows["layout"]["cls"], rows["shown"],
                                           t, dilation=0))
       inter, union = (raw * truth).sum((1, 2)), np.maximum(raw, truth).sum((1, 2))

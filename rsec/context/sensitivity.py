@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rsec.context import masks as masks_lib
-from rsec.context.removal import _gen_jit, _inpaint_jit
+from rsec.context.removal import generate_masks_jit, inpaint_jit
 from rsec.data import scene_rules as R
 from rsec.data import scenes
 
@@ -131,13 +131,13 @@ def apply_removals(data: dict, cases: dict, source: str, *, remover: dict | None
       m = np.zeros(x.shape[:3], bool)
       for k in np.flatnonzero(remove.any(0)):
         rows = remove[:, k]
-        gen = np.asarray(_gen_jit(remover["mask_generator"], jnp.asarray(x),
+        gen = np.asarray(generate_masks_jit(remover["mask_generator"], jnp.asarray(x),
                                   jnp.full((len(x),), k, jnp.int32))) > 0.5
         m |= gen & rows[:, None, None]
     for j in np.flatnonzero(kind == CONTROL):
       m[j] = _control_mask(masks[j], shown[j], slots[j])
     m = np.asarray(masks_lib.dilate(jnp.asarray(m, jnp.float32), dilation))
-    filled = np.asarray(_inpaint_jit(remover["inpainter"], jnp.asarray(x), jnp.asarray(m)))
+    filled = np.asarray(inpaint_jit(remover["inpainter"], jnp.asarray(x), jnp.asarray(m)))
     keep = m.reshape(len(m), -1).sum(1) > 0
     out.append(np.where(keep[:, None, None, None], filled, x))
   return np.concatenate(out)

@@ -20,7 +20,7 @@ import optax
 from rsec.attacks import make_loss, run_attack
 from rsec.attacks.steps import STEPS
 from rsec.manifold import threats
-from rsec.training.adversarial import _spread_rows
+from rsec.training.adversarial import spread_rows
 from rsec.training.modes import TRAINING_MODES, TrainingMode
 
 
@@ -72,7 +72,7 @@ def on_manifold_true(config, apply_fn) -> TrainingMode:
 
   def perturb(variables, key, batch):
     _need(batch, ("font", "theta"), "on_manifold_true")
-    rows = _spread_rows(batch["label"].shape[0], float(s.fraction))
+    rows = spread_rows(batch["label"].shape[0], float(s.fraction))
     y = batch["label"][rows]
     origin = threats.true_origin(batch["font"][rows], y, batch["theta"][rows], low, high)
     _, x_adv, _ = run_attack(lambda x: apply_fn(variables, x, train=False), key, origin, y,
@@ -95,7 +95,7 @@ def on_manifold_learned(config, apply_fn) -> TrainingMode:
   bound = float(s.latent_bound)
 
   def perturb(variables, key, batch):
-    rows = _spread_rows(batch["label"].shape[0], float(s.fraction))
+    rows = spread_rows(batch["label"].shape[0], float(s.fraction))
     x, y = batch["image"][rows], batch["label"][rows]
     logits_fn = lambda im: apply_fn(variables, im, train=False)
     origin = threats.learned_origin(enc(x, y), y, low[y], high[y])
@@ -123,7 +123,7 @@ def stn_augment(config, apply_fn) -> TrainingMode:
 
   def perturb(variables, key, batch):
     del variables
-    rows = _spread_rows(batch["label"].shape[0], float(s.fraction))
+    rows = spread_rows(batch["label"].shape[0], float(s.fraction))
     x = batch["image"][rows]
     theta = jax.random.uniform(key, (len(rows), 6), jnp.float32, low, high)
     return dict(batch, image=batch["image"].at[rows].set(threats.warp_images(x, theta)))
@@ -137,7 +137,7 @@ def stn_adversarial(config, apply_fn) -> TrainingMode:
   param = threats.deformation(low, high)
 
   def perturb(variables, key, batch):
-    rows = _spread_rows(batch["label"].shape[0], float(s.fraction))
+    rows = spread_rows(batch["label"].shape[0], float(s.fraction))
     x, y = batch["image"][rows], batch["label"][rows]
     _, x_adv, _ = run_attack(lambda im: apply_fn(variables, im, train=False), key, x, y,
                              param, norm="linf", eps=float(s.stn_eps), step=_adam(s),

@@ -101,14 +101,22 @@ def _label(num_classes: int) -> OutputMode:
   return OutputMode("label", one_hot_argmax, "float32", True)
 
 
+_SETTINGS = {"topk": ("k",), "rounded": ("decimals",)}
+
+
+def output_settings(name: str) -> tuple[str, ...]:
+  """The settings output mode `name` takes (e.g. ('k',) for 'topk')."""
+  return _SETTINGS.get(name, ())
+
+
 def make_output_mode(name: str, num_classes: int, **kwargs) -> OutputMode:
   """The output mode `name` for K = `num_classes` classes; kwargs: `k` (topk),
   `decimals` (rounded). ValueError for an unknown name, an argument the mode does not
   take, or a value out of range."""
   check_choice("output mode", name, OUTPUT_MODES.names())
   check_positive_int("num_classes", num_classes, minimum=2)
-  allowed = {"topk": {"k"}, "rounded": {"decimals"}}.get(name, set())
-  extra = sorted(set(kwargs) - allowed)
+  allowed = output_settings(name)
+  extra = sorted(set(kwargs) - set(allowed))
   if extra:
     raise ValueError(f"output mode {name!r} takes {sorted(allowed) or 'no arguments'}, "
                      f"got {extra}")

@@ -258,7 +258,7 @@ def victim_from_workdir(classifier_workdir: str, *, defence: dict | None = None,
   'k': ..., 'decimals': ...} likewise. The defence key is `fold_in(key(seed), 1)`.
   ValueError naming the train_classifier command if the workdir holds no classifier.
   """
-  from rsec.stealing.outputs import OUTPUT_MODES
+  from rsec.stealing.outputs import OUTPUT_MODES, output_settings
   from rsec.training.classifier import restore_classifier
   defence = dict(defence or {"name": "none"})
   dname = check_choice("defence", defence.get("name"), DEFENCES.names())
@@ -266,7 +266,7 @@ def victim_from_workdir(classifier_workdir: str, *, defence: dict | None = None,
   output = dict(output or {"mode": "probs"})
   oname = check_choice("output mode", output.pop("mode", None), OUTPUT_MODES.names())
   oparams = {k: v for k, v in output.items()
-             if k in {"topk": ("k",), "rounded": ("decimals",)}.get(oname, ())}
+             if k in output_settings(oname)}
   check_choice("key_mode", key_mode, KEY_MODES)
   if not classifier_workdir:
     raise ValueError(f"classifier_workdir must name a train_classifier workdir (make one "

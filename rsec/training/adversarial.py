@@ -32,7 +32,7 @@ def attack_from_config(c: ml_collections.ConfigDict):
   return build_attack(c.name, **kwargs)
 
 
-def _spread_rows(batch: int, fraction: float) -> np.ndarray:
+def spread_rows(batch: int, fraction: float) -> np.ndarray:
   """Indices of round(fraction * batch) rows spread evenly (every other row for 1/2)."""
   m = int(round(fraction * batch))
   return np.floor(np.arange(m) / max(fraction, 1e-12)).astype(np.int32)
@@ -44,7 +44,7 @@ def _adversarial(config: ml_collections.ConfigDict, apply_fn: Callable, fraction
   def perturb(variables, key, batch):
     logits_fn = lambda x: apply_fn(variables, x, train=False)
     x, y = batch["image"], batch["label"]
-    rows = _spread_rows(x.shape[0], fraction)
+    rows = spread_rows(x.shape[0], fraction)
     x_adv = attack(logits_fn, key, x[rows], y[rows], check=False)
     return dict(batch, image=x.at[rows].set(x_adv))
   return TrainingMode(perturb)
