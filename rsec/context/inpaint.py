@@ -12,7 +12,8 @@ import jax.numpy as jnp
 
 from rsec import checks
 from rsec.context import masks as masks_lib
-from rsec.context.gan import GanState, all_finite, apply_grads, bce_logits, create_gan_state
+from rsec.context.gan import GanState, apply_grads, bce_logits, create_gan_state
+from rsec.training.steps import all_finite
 from rsec.models.inpainter import Inpainter, PatchDiscriminator, composite
 
 

@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsec.context.gan import GanState, all_finite, apply_grads, bce_logits, create_gan_state
+from rsec.context.gan import GanState, apply_grads, bce_logits, create_gan_state
+from rsec.training.steps import all_finite
 from rsec.models.inpainter import composite
 from rsec.models.mask_generator import MaskGenerator, RemovalCritics, straight_through
 

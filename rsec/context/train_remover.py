@@ -17,9 +17,9 @@ import numpy as np
 
 from rsec import config as cfg_lib
 from rsec.context import augment, inpaint, maskgen, multilabel, remover_eval, sensitivity
-from rsec.context.gan import run_steps
 from rsec.data import scene_rules, scenes
 from rsec.training.checkpoint import Checkpointer, read_run_config, restore_latest
+from rsec.training.loop import EpochSampler, run_loop
 from rsec.training.metrics import MetricWriter
 
 
@@ -122,12 +122,7 @@ def train_inpainter(c, train: dict, workdir: str):
                                    object_fraction=pc.object_fraction, dilation=c.dilation,
                                    stuff_only=pc.stuff_only)
   data = {k: train[k] for k in ("image", "masks", "shown")}
-  with _writer(workdir, "inpainter") as writer:
-    return run_steps(step, state, data, key=jax.random.key(c.seed + 101),
-                     batch_size=pc.batch_size, num_steps=pc.steps, seed=c.seed + 102,
-                   steps_per_call=pc.steps_per_call,
-                   checkpointer=_ckpt(workdir, "inpainter", c, channels=list(pc.channels)),
-                   checkpoint_every=pc.checkpoint_every, writer=writer, prefix="inpainter")
+  return _train_gan(c, pc, "inpainter", step, state, data, workdir, c.seed + 101)
 
 
 def train_mask_generator(c, train: dict, inpainter, classifier, workdir: str):
@@ -147,14 +142,19 @@ def train_mask_generator(c, train: dict, inpainter, classifier, workdir: str):
   if pc.prior_weight > 0:
     data.update(maskgen.unpaired_masks(train["masks"], train["layout"]["cls"], train["shown"],
                                        c.seed + 203))
-  with _writer(workdir, "mask_generator") as writer:
-    return run_steps(step, state, data, key=jax.random.key(c.seed + 201),
-                   batch_size=pc.batch_size, num_steps=pc.steps, seed=c.seed + 202,
-                   steps_per_call=pc.steps_per_call,
-                   checkpointer=_ckpt(workdir, "mask_generator", c,
-                                      channels=list(pc.channels)),
-                   checkpoint_every=pc.checkpoint_every,
-                   writer=writer, prefix="mask_generator")
+  return _train_gan(c, pc, "mask_generator", step, state, data, workdir, c.seed + 201)
+
+
+def _train_gan(c, pc, part: str, step, state, data: dict, workdir: str, key_seed: int):
+  """The one training loop on a GAN pair: epochs of `data`, seeded by `key_seed`."""
+  ckpt = _ckpt(workdir, part, c, channels=list(pc.channels))
+  with _writer(workdir, part) as writer, contextlib.closing(ckpt):
+    return run_loop(state, step, data, EpochSampler(len(data["image"]), pc.batch_size,
+                                                    key_seed + 1),
+                    key=jax.random.key(key_seed), num_steps=pc.steps,
+                    steps_per_call=pc.steps_per_call, checkpointer=ckpt,
+                    checkpoint_every=pc.checkpoint_every, writer=writer, log_every=50,
+                    prefix=part, progress=c.progress, desc=part)
 
 
 def train_remover(c, workdir: str) -> tuple[dict, dict, dict]:

@@ -1,8 +1,8 @@
 """Config -> VAE-GAN state, config validation, and the training driver (no report writing)."""
 from __future__ import annotations
 
+import contextlib
 import os
-import time
 from typing import Any
 
 import jax
@@ -10,10 +10,12 @@ import ml_collections
 import numpy as np
 
 from rsec import config as cfg_lib
-from rsec import parallel
-from rsec.manifold.vaegan_training import (ClassSampler, VAEGANState, init_vaegan_state,
-                                           make_vaegan_multi_step, make_vaegan_step)
+from rsec.manifold.vaegan_training import (VAEGANState, class_sampler, init_vaegan_state,
+                                           make_vaegan_step)
 from rsec.models.vaegan import make_vaegan
+from rsec.training.checkpoint import Checkpointer, global_step
+from rsec.training.loop import run_loop
+from rsec.training.metrics import MetricWriter
 from rsec.training.state import make_optimizer
 
 
@@ -61,54 +63,23 @@ def vaegan_meta(c: ml_collections.ConfigDict, num_classes: int,
 
 def train_vaegans(c: ml_collections.ConfigDict, train: dict[str, np.ndarray], num_classes: int,
                   workdir: str, progress: bool = True) -> tuple[VAEGANState, dict[str, Any]]:
-  """Trains (or resumes) the C + 1 VAE-GANs of config `c` in one data-parallel run."""
-  from tqdm.auto import tqdm
-  from rsec.training.checkpoint import Checkpointer
-  from rsec.training.metrics import MetricWriter
+  """Trains (or resumes) the C + 1 VAE-GANs of config `c` in one data-parallel run of the
+  one training loop (checkpoints in <workdir>/checkpoints, logs in <workdir>)."""
   validate_vaegan_config(c)
   t = c.training
-  labels = np.asarray(train["label"])
-  sampler = ClassSampler(labels, num_classes, t.batch_size, c.seed)
+  sampler = class_sampler(train["label"], num_classes, t.batch_size, c.seed)
   num_steps = max(1, int(round(t.epochs * sampler.steps_per_epoch)))
   image_shape = tuple(train["image"].shape[1:])
-  mesh = parallel.data_mesh()
   state = build_vaegan_state(c, num_classes, image_shape, sampler.steps_per_epoch)
-  state = parallel.replicate(state, mesh)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
                       vaegan_meta(c, num_classes, image_shape))
-  writer = MetricWriter(workdir)
-  multi = make_vaegan_multi_step(make_vaegan_step(t.beta, t.gamma), mesh)
-  key = jax.random.fold_in(jax.random.key(c.seed), 1)
-  k = t.steps_per_call
-  num_steps = -(-num_steps // k) * k  # whole chunks: every call has the compiled shape
-  try:
-    start = 0
-    if ckpt.latest_step() is not None:
-      state = ckpt.restore(state)
-      start = int(jax.device_get(state.step))
-    writer.truncate_after(start)
-    t0, s = time.perf_counter(), start
-    bar = tqdm(total=num_steps, initial=start, desc="vaegan", disable=not progress)
-    while s < num_steps:
-      steps = np.arange(s, s + k, dtype=np.int32)
-      images = train["image"][np.stack([sampler.indices(int(i)) for i in steps])]
-      batches = parallel.shard_batch(images, mesh, axis=2)
-      state, metrics = multi(state, batches, key, steps)
-      metrics = jax.device_get(metrics)
-      if np.any(metrics["finite"] == 0):
-        raise RuntimeError(f"non-finite VAE-GAN loss in steps {s}..{s + k - 1}")
-      s += k
-      if s // t.log_every > (s - k) // t.log_every or s >= num_steps:
-        writer.write(s, {f"train/{n}": float(np.mean(v)) for n, v in metrics.items()
-                         if n != "finite"})
-      if s % t.checkpoint_every < k or s >= num_steps:
-        ckpt.save(state)
-      bar.update(k)
-    bar.close()
-    seconds = time.perf_counter() - t0
-  finally:
-    writer.close()
-    ckpt.close()
-  return state, {"steps": int(jax.device_get(state.step)), "train_seconds": seconds,
+  with contextlib.closing(MetricWriter(workdir)) as writer, contextlib.closing(ckpt):
+    state, stats = run_loop(
+        state, make_vaegan_step(t.beta, t.gamma), {"image": train["image"]}, sampler,
+        key=jax.random.fold_in(jax.random.key(c.seed), 1), num_steps=num_steps,
+        steps_per_call=t.steps_per_call, checkpointer=ckpt,
+        checkpoint_every=t.checkpoint_every, writer=writer, log_every=t.log_every,
+        progress=progress, desc="vaegan")
+  return state, {"steps": global_step(state), "train_seconds": stats.seconds,
                  "steps_per_epoch": sampler.steps_per_epoch,
-                 "seconds_per_step": seconds / max(1, s - start)}
+                 "seconds_per_step": stats.seconds / max(1, stats.steps_run)}

@@ -1,9 +1,10 @@
 """Training C + 1 VAE-GANs at once: one per class (class-specific manifolds) + one agnostic.
 
 The three networks' parameters are one pytree with a leading *model* axis M = C + 1
-(models 0..C-1 see only their class, model C sees every class); a jitted step vmaps the
-single-model GAN update over that axis, and `lax.scan` runs K steps per call. Batches are
-[K, M, B, H, W, C], sharded over B on the data mesh (BatchNorm statistics are then global).
+(models 0..C-1 see only their class, model C sees every class); the step vmaps the
+single-model GAN update over that axis. The one training loop (`rsec.training.loop.run_loop`)
+runs it with batches [K, M, B, H, W, C], sharded over B on the data mesh (BatchNorm
+statistics are then global).
 
 Losses (Larsen et al. 2016, as in Stutz et al. 2019), per model, averaged over the batch:
   encoder:  KL(q(z|x) || N(0, I)) + beta * L1(x, x_rec) + gamma * BCE(D(x_rec), real)
@@ -24,6 +25,7 @@ import optax
 from flax import struct
 
 from rsec.models.vaegan import Decoder, Discriminator, Encoder
+from rsec.training.loop import IndexSetSampler
 
 NETS = ("enc", "dec", "disc")
 
@@ -80,7 +82,7 @@ def kl_to_prior(mu: jax.Array, logvar: jax.Array) -> jax.Array:
 
 
 def make_vaegan_step(beta: float, gamma: float) -> Callable:
-  """`step(state, batch [M, B, H, W, C], key) -> (state, metrics {name: [M]})`.
+  """`step(state, {'image': [M, B, H, W, C]}, key) -> (state, metrics {name: [M]})`.
 
   Non-finite losses or gradients leave a model unchanged and report finite = 0.
   """
@@ -127,8 +129,9 @@ def make_vaegan_step(beta: float, gamma: float) -> Callable:
                "disc_accuracy": disc_acc, "finite": finite.astype(jnp.float32)}
     return (keep(new_params, params), keep(new_stats, stats), keep(new_opt, opt_state)), metrics
 
-  def step(state: VAEGANState, batch: jax.Array, key: jax.Array):
+  def step(state: VAEGANState, batch: dict, key: jax.Array):
     m = state.num_models
+    batch = batch["image"]
     keys = jax.random.split(key, m)
     (params, stats, opt), metrics = jax.vmap(
         lambda p, s, o, x, k: single(p, s, o, x, k, state.modules, state.tx))(
@@ -139,56 +142,18 @@ def make_vaegan_step(beta: float, gamma: float) -> Callable:
   return step
 
 
-def make_vaegan_multi_step(step: Callable, mesh: jax.sharding.Mesh | None = None) -> Callable:
-  """`multi(state, batches [K, M, B, ...], base_key, steps [K]) -> (state, metrics [K, M])`.
-
-  Step s uses `fold_in(base_key, s)` (resumable); the state is donated.
-  """
-
-  def multi(state, batches, base_key, steps):
-    def body(st, inp):
-      batch, s = inp
-      return step(st, batch, jax.random.fold_in(base_key, s))
-    return jax.lax.scan(body, state, (batches, steps))
-
-  if mesh is None:
-    return jax.jit(multi, donate_argnums=0)
-  from rsec.parallel import batch_sharded, replicated
-  repl = replicated(mesh)
-  return jax.jit(multi, donate_argnums=0,
-                 in_shardings=(repl, batch_sharded(mesh, axis=2), repl, repl),
-                 out_shardings=(repl, repl))
-
-
-class ClassSampler:
+def class_sampler(labels: np.ndarray, num_classes: int, batch_size: int,
+                  seed: int) -> IndexSetSampler:
   """Per-step indices [M, B]: rows 0..C-1 from each class's pool, row C from all examples.
 
-  Deterministic in (seed, step): each pool is permuted per epoch (NumPy PCG64 seeded with
-  (seed, model, epoch)), so a resumed run reads the same batches. An epoch is one pass over
-  the smallest class pool; the agnostic model takes as many steps, i.e. 1/C of an epoch of
-  the whole set per class-specific epoch.
+  Deterministic in (seed, step) (`IndexSetSampler`), so a resumed run reads the same
+  batches. An epoch is one pass over the smallest class pool; the agnostic model takes as
+  many steps, i.e. 1/C of an epoch of the whole set per class-specific epoch.
   """
-
-  def __init__(self, labels: np.ndarray, num_classes: int, batch_size: int, seed: int):
-    labels = np.asarray(labels)
-    self.pools = [np.flatnonzero(labels == c) for c in range(num_classes)]
-    self.pools.append(np.arange(len(labels)))
-    small = min(len(p) for p in self.pools)
-    if small < batch_size:
-      raise ValueError(f"every class needs at least batch_size={batch_size} training "
-                       f"examples; the smallest class has {small}")
-    self.b, self.seed = batch_size, seed
-    self.steps_per_epoch = small // batch_size
-    self._perm: dict[tuple[int, int], np.ndarray] = {}
-
-  def indices(self, step: int) -> np.ndarray:
-    rows = []
-    for m, pool in enumerate(self.pools):
-      spe = len(pool) // self.b
-      epoch, pos = divmod(step, spe)
-      if (m, epoch) not in self._perm:
-        self._perm = {k: v for k, v in self._perm.items() if k[0] != m}
-        self._perm[(m, epoch)] = pool[np.random.default_rng([self.seed, m, epoch]).permutation(
-            len(pool))]
-      rows.append(self._perm[(m, epoch)][pos * self.b:(pos + 1) * self.b])
-    return np.stack(rows)
+  labels = np.asarray(labels)
+  pools = [np.flatnonzero(labels == c) for c in range(num_classes)] + [np.arange(len(labels))]
+  small = min(len(p) for p in pools)
+  if small < batch_size:
+    raise ValueError(f"every class needs at least batch_size={batch_size} training "
+                     f"examples; the smallest class has {small}")
+  return IndexSetSampler(pools, batch_size, seed)

@@ -64,6 +64,11 @@ def remove_stale_writes(directory: str) -> list[str]:
   return stale
 
 
+def global_step(state: Any) -> int:
+  """The step counter of a state: a scalar, or [M] for a stack of models (all equal)."""
+  return int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
+
+
 class Checkpointer:
   """Saves and restores `TrainState`s under `directory` (kept: the last `max_to_keep`)."""
 
@@ -83,7 +88,7 @@ class Checkpointer:
     return sorted(self._mngr.all_steps())
 
   def save(self, state: TrainState, *, force: bool = False) -> None:
-    step = int(jax.device_get(state.step))
+    step = global_step(state)
     if step in self._mngr.all_steps():
       return
     meta = dict(self.meta, params_digest=describe_params(state.params), step=step,

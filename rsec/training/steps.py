@@ -22,12 +22,22 @@ Metrics = dict[str, jax.Array]
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean softmax cross-entropy; logits [B, K], integer labels [B]."""
+  """Mean softmax cross-entropy; logits [B, K], integer labels [B] or soft targets [B, K]
+  (probability rows: a stolen posterior, a label-smoothed target)."""
+  if labels.ndim == logits.ndim:
+    return optax.softmax_cross_entropy(logits, labels).mean()
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def _all_finite(tree: Any) -> jax.Array:
-  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+def hard_labels(labels: jax.Array) -> jax.Array:
+  """Integer classes [B] of integer labels [B] or soft targets [B, K] (their argmax)."""
+  return jnp.argmax(labels, -1) if labels.ndim == 2 else labels
+
+
+def all_finite(*trees: Any) -> jax.Array:
+  """True when every leaf of every tree is finite (a bool scalar)."""
+  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for t in trees
+                              for x in jax.tree.leaves(t)]))
 
 
 def make_train_step(perturb: Perturb | None = None,
@@ -68,7 +78,7 @@ def make_train_step(perturb: Perturb | None = None,
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                         batch_stats=batch_stats, opt_state=opt_state)
-    finite = jnp.isfinite(loss) & _all_finite(grads)
+    finite = jnp.isfinite(loss) & all_finite(grads)
     new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
     metrics = {
         "loss": loss,
@@ -95,7 +105,8 @@ def _grads(state, batch, key, perturb, loss_fn):
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(
       state.params)
   # Modes may stack extra rows after the labelled ones (TRADES): score the first B.
-  accuracy = jnp.mean(jnp.argmax(logits[:batch["label"].shape[0]], -1) == batch["label"])
+  label = hard_labels(batch["label"])
+  accuracy = jnp.mean(jnp.argmax(logits[:label.shape[0]], -1) == label)
   return loss, accuracy, grads, batch_stats
 
 
@@ -146,7 +157,7 @@ def _deterministic_grads(state, batch, key, perturb, loss_fn, num_shards, mesh):
         logits, updates = state.apply_fn(
             {"params": params, "batch_stats": batch_stats}, shard["image"], train=True,
             mutable=["batch_stats"])
-      correct = jnp.sum(jnp.argmax(logits[:rows], -1) == shard["label"])
+      correct = jnp.sum(jnp.argmax(logits[:rows], -1) == hard_labels(shard["label"]))
       loss = loss_fn(logits, shard) / num_shards
       return (loss, plan.partials), (correct.astype(jnp.float32), updates["batch_stats"])
 
@@ -186,11 +197,13 @@ def _deterministic_grads(state, batch, key, perturb, loss_fn, num_shards, mesh):
       out_specs=P(), check_vma=False)(state.params, state.batch_stats, batch, key)
 
 
-def make_multi_step(step: Callable, mesh: jax.sharding.Mesh | None = None):
+def make_multi_step(step: Callable, mesh: jax.sharding.Mesh | None = None,
+                    batch_axis: int = 1):
   """Compiles `K` steps into one call: `multi(state, batches, base_key, steps, valid)`.
 
   Args (of the returned function):
-    batches: pytree with leaves [K, B, ...]; batch axis 1 is sharded over `mesh`.
+    batches: pytree with leaves [K, B, ...] (or [K, M, B, ...] for a stack of M models,
+      `batch_axis`=2); the batch axis is sharded over `mesh`.
     base_key: the run's PRNG key; step s uses `fold_in(base_key, s)`, so a resumed run
       draws the same randomness as an uninterrupted one.
     steps: int32 [K], the global step index of each slot.
@@ -214,7 +227,7 @@ def make_multi_step(step: Callable, mesh: jax.sharding.Mesh | None = None):
   from rsec.parallel import batch_sharded, replicated
   repl = replicated(mesh)
   return jax.jit(multi, donate_argnums=0,
-                 in_shardings=(repl, batch_sharded(mesh, axis=1), repl, repl, repl),
+                 in_shardings=(repl, batch_sharded(mesh, axis=batch_axis), repl, repl, repl),
                  out_shardings=(repl, repl))
 
 

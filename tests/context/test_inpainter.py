@@ -4,9 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsec.context import gan, inpaint
+from rsec.context import inpaint
 from rsec.context import masks as masks_lib
 from rsec.data import scenes
+from rsec.training.loop import EpochSampler, run_loop
 from rsec.models.inpainter import Inpainter, PatchDiscriminator, composite, dilated_patches
 
 
@@ -42,8 +43,8 @@ def test_inpaint_training_learns_and_compiles_once(small_scenes):
   before = err(state)
   step = chex.assert_max_traces(inpaint.make_inpaint_step(32), n=1)
   data = {k: d[k] for k in ("image", "masks", "shown")}
-  state, _ = gan.run_steps(step, state, data, key=jax.random.key(1), batch_size=16,
-                           num_steps=30, steps_per_call=10)
+  state, _ = run_loop(state, step, data, EpochSampler(len(d["image"]), 16, 0),
+                      key=jax.random.key(1), num_steps=30, steps_per_call=10, progress=False)
   assert int(state.step) == 30
   assert state.g_params["PatchConv_0"]["kernel"].sharding.is_fully_replicated
   assert err(state) < 0.9 * before
@@ -56,9 +57,9 @@ def test_residual_inpainter_beats_its_diffusion_fill(small_scenes):
   state = inpaint.create_inpainter_state(jax.random.key(0), 32, (16, 32, 32), (8, 8, 8),
                                          lr=1e-3, coarse_iters=50)
   data = {k: small_scenes[k] for k in ("image", "masks", "shown")}
-  state, _ = gan.run_steps(inpaint.make_inpaint_step(32, dilation=1), state, data,
-                           key=jax.random.key(1), batch_size=32, num_steps=120,
-                           steps_per_call=20)
+  state, _ = run_loop(state, inpaint.make_inpaint_step(32, dilation=1), data,
+                      EpochSampler(len(data["image"]), 32, 0), key=jax.random.key(1),
+                      num_steps=120, steps_per_call=20, progress=False)
   test = scenes.scene_split("test", 64, seed=3, size=32)
   x = jnp.asarray(test["image"])
   masks, shown = jnp.asarray(test["masks"]), jnp.asarray(test["shown"])

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from rsec import parallel
-from rsec.manifold.vaegan_training import (ClassSampler, init_vaegan_state, kl_to_prior,
-                                           make_vaegan_multi_step, make_vaegan_step)
+from rsec.manifold.vaegan_training import (class_sampler, init_vaegan_state, kl_to_prior,
+                                           make_vaegan_step)
+from rsec.training.steps import make_multi_step
 from rsec.models.layers_transpose import PatchConvTranspose, transposed_output_size
 from rsec.models.vaegan import make_vaegan
 from rsec.training.state import make_optimizer
@@ -93,18 +94,18 @@ def _recon_errors(state, x, y):
 
 def test_training_reduces_reconstruction_error_and_compiles_once():
   x, y = _blobs(64)
-  sampler = ClassSampler(y, 2, 8, seed=0)
+  sampler = class_sampler(y, 2, 8, seed=0)
   state = _tiny_state()
   before = np.asarray(_recon_errors(state, x, y))
   mesh = parallel.data_mesh()
   step = chex.assert_max_traces(make_vaegan_step(3.0, 1.0), n=1)
-  multi = make_vaegan_multi_step(step, mesh)
+  multi = make_multi_step(step, mesh, batch_axis=2)
   state = parallel.replicate(state, mesh)
   for s0 in range(0, 40, 20):
     steps = np.arange(s0, s0 + 20, dtype=np.int32)
-    batches = parallel.shard_batch(x[np.stack([sampler.indices(int(s)) for s in steps])],
-                                   mesh, axis=2)
-    state, metrics = multi(state, batches, jax.random.key(1), steps)
+    batches = parallel.shard_batch(
+        {"image": x[np.stack([sampler.indices(int(s)) for s in steps])]}, mesh, axis=2)
+    state, metrics = multi(state, batches, jax.random.key(1), steps, steps >= 0)
   assert metrics["l1"].shape == (20, 3)
   assert np.all(np.asarray(metrics["finite"]) == 1)
   after = np.asarray(_recon_errors(jax.device_get(state), x, y))
@@ -114,11 +115,11 @@ def test_training_reduces_reconstruction_error_and_compiles_once():
 
 def test_sampler_gives_each_model_its_class():
   y = np.repeat(np.arange(3), 10).astype(np.int32)
-  s = ClassSampler(y, 3, 4, seed=0)
+  s = class_sampler(y, 3, 4, seed=0)
   idx = s.indices(5)
   assert idx.shape == (4, 4)
   for m in range(3):
     assert np.all(y[idx[m]] == m)
-  np.testing.assert_array_equal(idx, ClassSampler(y, 3, 4, seed=0).indices(5))
+  np.testing.assert_array_equal(idx, class_sampler(y, 3, 4, seed=0).indices(5))
   with pytest.raises(ValueError, match="batch_size"):
-    ClassSampler(y, 3, 11, seed=0)
+    class_sampler(y, 3, 11, seed=0)
