@@ -160,7 +160,10 @@ def run_loop(state: Any, step: Callable, data: Mapping[str, np.ndarray], sampler
              log_every: int = 100, evaluator: Evaluator | None = None,
              prefix: str = "train", progress: bool = True, desc: str = "train"
              ) -> tuple[Any, FitStats]:
-  """Runs global steps [resumed step, num_steps) of `step` over batches of `data`.
+  """Runs global steps [state.step or the resumed step, num_steps) of `step` on `data`.
+
+  Training sets that grow between rounds (adaptive knockoffs, JBDA) are successive calls,
+  each with the round's data and sampler and the previous round's state.
 
   Args:
     state: any pytree with a `step` counter (and `checkpoint_tree` / `replace_tree` /
@@ -191,10 +194,12 @@ def run_loop(state: Any, step: Callable, data: Mapping[str, np.ndarray], sampler
     if not isinstance(evaluator.every, int) or evaluator.every < 1:
       raise ValueError(f"evaluator.every={evaluator.every!r} must be a positive integer")
     shape = () if evaluator.models is None else (evaluator.models,)
-    state = _WithBest(state, Best(evaluator.select(state), parallel.replicate(
-        jnp.full(shape, -jnp.inf, jnp.float32), mesh), parallel.replicate(
-            jnp.full(shape, -1, jnp.int32), mesh)))
-  start = 0
+    # A copy: the state's own buffers are donated to the next compiled chunk.
+    tree = jax.tree.map(jnp.copy, evaluator.select(state))
+    score = parallel.replicate(jnp.full(shape, -jnp.inf, jnp.float32), mesh)
+    state = _WithBest(state, Best(tree, score, parallel.replicate(
+        jnp.full(shape, -1, jnp.int32), mesh)))
+  start = global_step(state)   # 0 for a fresh state; a later round continues its state
   if checkpointer is not None and checkpointer.latest_step() is not None:
     state = checkpointer.restore(state)
     start = global_step(state)

@@ -19,7 +19,13 @@ def stack(states: Sequence[Any]) -> Any:
   e.g. `apply_fn` and `tx`, are taken from the first)."""
   if not states:
     raise ValueError("stack() needs at least one state")
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+  leaves, treedef = jax.tree.flatten(states[0])
+  others = [jax.tree.leaves(s) for s in states[1:]]
+  for i, ls in enumerate(others, 1):
+    if [jnp.shape(x) for x in ls] != [jnp.shape(x) for x in leaves]:
+      raise ValueError(f"stack(): state {i} has other arrays than state 0 (a stack needs "
+                       f"models of one architecture)")
+  return jax.tree.unflatten(treedef, [jnp.stack(xs) for xs in zip(leaves, *others)])
 
 
 def unstack(tree: Any, index: int) -> Any:

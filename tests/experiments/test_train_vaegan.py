@@ -15,7 +15,8 @@ def trained(tiny_vaegan):
   return tiny_vaegan
 
 
-def test_writes_everything_and_resumes(trained):
+def test_writes_everything(trained):
+  """(Resume: tests/reliability/test_kill_resume.py kills and reruns a real run.)"""
   workdir, results = trained
   for name in ("config.json", "metrics.jsonl", "results.json", "report.md",
                "reconstructions.png", "samples.png", "latent_box.npz"):
