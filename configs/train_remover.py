@@ -8,19 +8,11 @@ import ml_collections
 
 
 def rules_config() -> ml_collections.ConfigDict:
-  """The context rules (rsec.data.scene_rules.ContextRules) as primitives."""
-  return ml_collections.ConfigDict(dict(
-      scene_types=("street", "indoor", "park"),
-      scene_probs=(0.4, 0.3, 0.3),
-      scene_things=(("car", "person", "sign"), ("chair", "table", "clock", "person"),
-                    ("tree", "dog", "person")),
-      ties=(("car", ("road",)), ("person", ("sidewalk", "floor")), ("sign", ("sidewalk",)),
-            ("tree", ("grass",)), ("dog", ("grass", "sidewalk")), ("chair", ("floor",)),
-            ("table", ("floor",)), ("clock", ("wall",))),
-      pairs=(("car", "sign", 0.9), ("chair", "table", 0.9), ("dog", "person", 0.9)),
-      second_object_prob=0.6,
-      ambiguous_stuff=(),   # (a, b, p): a and b share one look in a share p of scenes
-  ))
+  """The context rules as primitives: `rsec.data.scene_rules.ContextRules`'s defaults (the
+  one source), to override key by key (e.g. --config.data.rules.second_object_prob=0.3)."""
+  import dataclasses
+  from rsec.data.scene_rules import ContextRules
+  return ml_collections.ConfigDict(dataclasses.asdict(ContextRules()))
 
 
 def get_config(preset: str = "quick") -> ml_collections.ConfigDict:

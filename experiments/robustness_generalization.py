@@ -24,8 +24,9 @@ from rsec.manifold import claims as claims_lib
 from rsec.manifold import evaluation, learned, rg_report
 from rsec.manifold.distances import PCANeighbours
 from rsec.models.classifiers import make_model
-from rsec.training import modes as modes_lib
-from rsec.training.classifier import restore_classifier, train_classifier, validate_train_config
+from rsec import modes as modes_lib
+from rsec.train_classifier import train_classifier, validate_train_config
+from rsec.training.classifier import restore_classifier
 
 RATE_KEYS = tuple(f"{k}_{r}" for k in evaluation.KINDS for r in ("success_rate",
                                                                    "success_rate_any"))

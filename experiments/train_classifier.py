@@ -13,7 +13,8 @@ import os
 from rsec import config as cfg_lib
 from rsec import io, reporting
 from rsec.data.sources import load_classification
-from rsec.training.classifier import check_resumable, train_classifier, validate_train_config
+from rsec.train_classifier import train_classifier, validate_train_config
+from rsec.training.classifier import check_resumable
 
 
 def run(config, workdir: str) -> dict:

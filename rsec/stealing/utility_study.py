@@ -25,7 +25,7 @@ from rsec.stealing.victim import Victim
 
 
 def validate_config(c: ml_collections.ConfigDict) -> None:
-  from rsec.training.classifier import validate_train_config
+  from rsec.train_classifier import validate_train_config
   cfg_lib.check(c, "seed", type_=int, low=0)
   cfg_lib.check(c, "victim_workdir", type_=str)
   cfg_lib.check(c, "num_examples", type_=int, low=1)

@@ -23,7 +23,7 @@ from rsec.data import fonts, fonts_dataset, warp
 from rsec.data.tfds_fonts import load_image_classification
 from rsec.models.classifiers import make_model
 from rsec.training.checkpoint import Checkpointer
-from rsec.training.classifier import validate_train_config
+from rsec.train_classifier import validate_train_config
 from rsec.training.loop import evaluate, fit
 from rsec.training.state import make_optimizer
 from experiments import attack_eval

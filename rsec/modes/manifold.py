@@ -7,7 +7,7 @@
 - stn_augment: a random affine per perturbed row, uniform in the configured theta box.
 - stn_adversarial: the deformation attack (u = theta - identity) in the same box.
 
-Settings live in `config.training.manifold` (see `default_manifold_config`); attacks use
+Settings live in `config.training.manifold` (`validate_manifold_config`); attacks use
 Adam, select the highest-loss iterate and run on inference-mode logits.
 """
 from __future__ import annotations
@@ -20,24 +20,38 @@ import optax
 from rsec.attacks import make_loss, run_attack
 from rsec.attacks.steps import STEPS
 from rsec.manifold import threats
-from rsec.training.adversarial import spread_rows
-from rsec.training.modes import TRAINING_MODES, TrainingMode
+from rsec.modes.base import TRAINING_MODES, TrainingMode, check_fraction, spread_rows
 
 
-def default_manifold_config() -> ml_collections.ConfigDict:
-  """`config.training.manifold` defaults (the paper: eta 0.3, 40 Adam steps, lr 0.005)."""
-  return ml_collections.ConfigDict(dict(
-      eta=0.3, steps=40, lr=0.005, restarts=1, fraction=0.5,
-      vaegan_workdir="",      # train_vaegan workdir (on_manifold_learned)
-      stn_eps=0.3,            # deformation box: identity +- stn_eps on each theta component
-      latent_dim=0,           # expected VAE-GAN latent size (0: whatever was trained)
-      latent_bound=2.0))
+MANIFOLD_MODES = ("on_manifold_true", "on_manifold_learned", "stn_augment", "stn_adversarial")
+
+
+def validate_manifold_config(c: ml_collections.ConfigDict) -> None:
+  """Range checks for `config.training.manifold` (ValueError names the key). Defaults:
+  `configs/train_classifier.py:manifold_config`."""
+  from rsec import config as cfg_lib
+  m = "training.manifold."
+  if not c.training.get("manifold"):
+    raise ValueError(f"config.training.mode={c.training.mode!r} needs config.training.manifold "
+                     "(see configs/train_classifier.py:manifold_config)")
+  for k in ("eta", "lr", "stn_eps", "latent_bound"):
+    cfg_lib.check(c, m + k, type_=(int, float), low=0, low_exclusive=True)
+  for k in ("steps", "restarts"):
+    cfg_lib.check(c, m + k, type_=int, low=1)
+  cfg_lib.check(c, m + "latent_dim", type_=int, low=0)
+  check_fraction("config.training.manifold.fraction", c.training.manifold.fraction,
+                 c.training.batch_size)
+  if c.training.mode == "on_manifold_learned":
+    cfg_lib.check(c, m + "vaegan_workdir", type_=str)
+    if not c.training.manifold.vaegan_workdir:
+      raise ValueError("config.training.manifold.vaegan_workdir is empty: on_manifold_learned "
+                       "needs the workdir of `python -m experiments.train_vaegan "
+                       "--config=configs/train_vaegan.py:quick --workdir=DIR`")
 
 
 def _settings(config) -> ml_collections.ConfigDict:
-  s = default_manifold_config()
-  s.update(config.training.get("manifold", {}) or {})
-  return s
+  validate_manifold_config(config)
+  return config.training.manifold
 
 
 def weighted_cross_entropy(logits: jax.Array, batch: dict) -> jax.Array:

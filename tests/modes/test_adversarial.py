@@ -7,8 +7,8 @@ import pytest
 from configs.train_classifier import get_config
 from rsec.attacks import pgd
 from rsec.data.sources import ClassificationData
-from rsec.training import modes
-from rsec.training.classifier import train_classifier
+from rsec import modes
+from rsec.train_classifier import train_classifier
 from tests.helpers import small_state, squares_data
 
 

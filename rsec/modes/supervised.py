@@ -1,29 +1,14 @@
-"""Training modes: each is a batch perturbation before the ordinary supervised step.
-
-A mode factory takes `(config, apply_fn)` and returns a `TrainingMode`: a perturbation
-`perturb(variables, key, batch) -> batch` (None for normal training) and optionally a loss
-`loss(logits, batch) -> scalar` (None: cross-entropy). `apply_fn(variables, x, train=False)`
-gives inference-mode logits, which is what perturbations attack (BatchNorm running
-statistics, as in the paper). Modes register in `TRAINING_MODES` by name.
-"""
+"""Supervised modes without an attack: normal training, and the two objectives of
+Adaptive Misinformation's defended victim (outlier exposure, the misinformation model)."""
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from rsec.registry import Registry
-
-
-class TrainingMode(NamedTuple):
-  perturb: Callable | None = None
-  loss: Callable | None = None
-
-
-ModeFactory = Callable[[ml_collections.ConfigDict, Callable], TrainingMode]
-TRAINING_MODES: Registry[ModeFactory] = Registry("training mode")
+from rsec.modes.base import TRAINING_MODES, TrainingMode
 
 
 @TRAINING_MODES.register("normal")
@@ -60,16 +45,3 @@ def misinformation(config: ml_collections.ConfigDict, apply_fn: Callable) -> Tra
     others = jax.nn.logsumexp(jnp.where(true, -jnp.inf, logits), -1)
     return jnp.mean(jax.nn.logsumexp(logits, -1) - others)
   return TrainingMode(loss=loss)
-
-
-def make_mode(config: ml_collections.ConfigDict, apply_fn: Callable) -> TrainingMode:
-  """The mode of `config.training.mode` (ValueError for an unknown mode)."""
-  import rsec.training.adversarial  # noqa: F401  (registers the adversarial modes)
-  import rsec.manifold.modes  # noqa: F401  (on-manifold and deformation modes)
-  return TRAINING_MODES.get(config.training.mode)(config, apply_fn)
-
-
-def mode_names() -> list[str]:
-  import rsec.training.adversarial  # noqa: F401
-  import rsec.manifold.modes  # noqa: F401
-  return TRAINING_MODES.names()

@@ -15,7 +15,7 @@ from rsec.data.fonts_dataset import theta_range
 from rsec.data import warp
 from rsec.manifold import learned
 from rsec.manifold.vaegan_setup import build_vaegan_state, vaegan_meta
-from rsec.training import modes
+from rsec import modes
 from rsec.training.checkpoint import Checkpointer
 from tests.manifold.conftest import make_prototypes
 from tests.helpers import small_state, squares_data
@@ -26,7 +26,7 @@ N = 8
 def _config(mode, **manifold):
   c = get_config("quick")
   c.training.mode = mode
-  c.training.manifold = dict(dict(steps=3, lr=0.05), **manifold)
+  c.training.manifold.update(dict(steps=3, lr=0.05, **manifold))
   c.data.size = 16
   return c
 
