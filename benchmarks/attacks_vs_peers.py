@@ -71,7 +71,7 @@ def _classifier(workdir: str | None):
   from rsec.training.classifier import restore_classifier
   if workdir is None:
     from configs.train_classifier import get_config
-    from experiments import train_classifier
+    from rsec.studies import train_classifier
     workdir = tempfile.mkdtemp(prefix="rsec_bench_clf_")
     c = get_config("quick")
     c.progress = False

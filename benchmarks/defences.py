@@ -66,7 +66,7 @@ ART_MATCHED = {
 def _train(workdir: str, mode: str = "normal", epochs: int | None = None) -> str:
   """Trains train_classifier:quick (in `mode`, for `epochs`) into `workdir`; returns it."""
   from configs.train_classifier import get_config
-  from experiments import train_classifier
+  from rsec.studies import train_classifier
   c = get_config("quick")
   c.progress = False
   c.training.mode = mode

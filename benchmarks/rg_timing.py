@@ -18,7 +18,7 @@ import time
 
 import jax
 
-import experiments.robustness_generalization as rg
+from rsec.studies import robustness_generalization as rg
 from rsec import config as cfg_lib
 from rsec import grid
 from rsec.training import metrics

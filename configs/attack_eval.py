@@ -23,11 +23,12 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
       apgd_ce=dict(name="apgd_ce", eps=0.3, steps=100),
       apgd_dlr=dict(name="apgd_dlr", eps=0.3, steps=100),
       square=dict(name="square", eps=0.3, steps=1000),
+      l2_paper=dict(name="paper", eps=1.5, norm="l2", steps=40, lr=0.005, restarts=5),
   ))
   c.cascade = ("apgd_ce", "apgd_dlr", "paper", "square")  # run on still-robust points only
   # Robust accuracy vs eps (PGD, L-inf).
   c.curve = ml_collections.ConfigDict(dict(
-      attack=dict(name="pgd", norm="linf", steps=20, restarts=1),
+      attack=dict(name="pgd", norm="linf", steps=40, restarts=1),
       eps_grid=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
   ))
   c.sanity = ml_collections.ConfigDict(dict(eps=0.3, norm="linf", steps=20,
@@ -37,10 +38,10 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.attacks.apgd_ce.steps = 50
     c.attacks.apgd_dlr.steps = 50
     c.attacks.square.steps = 300
+    del c.attacks["l2_paper"]
+    c.curve.attack.steps = 20
   elif preset == "paper":
-    c.attacks.l2_paper = dict(name="paper", eps=1.5, norm="l2", steps=40, lr=0.005,
-                              restarts=5)
-    c.curve.attack.steps = 40
+    pass
   else:
     raise ValueError(f"unknown preset {preset!r}; expected 'quick' or 'paper'")
   return c

@@ -15,7 +15,7 @@ one seed), `paper` (N from 250 to 40,000, 5 models, the paper's attacks; acceler
 import ml_collections
 
 from configs import train_vaegan
-from configs.train_classifier import data_config
+from configs.train_classifier import data_config, training_config
 
 
 def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
@@ -28,17 +28,12 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
              "stn_augment", "stn_adversarial")
   c.train_sizes = (250, 500, 1_000, 2_500, 5_000, 10_000, 20_000, 40_000)
   c.num_models = 5
-  c.training = ml_collections.ConfigDict(dict(
-      steps=20_000,              # per model, whatever N (epochs = steps * batch / N)
-      attack=dict(name="paper", eps=0.3, norm="linf", steps=40, lr=0.005, restarts=1,
-                  select="max_loss"),
-      adversarial_fraction=0.5,
-      manifold=dict(eta=0.3, steps=40, lr=0.005, restarts=1, fraction=0.5, stn_eps=0.3,
-                    latent_dim=0, latent_bound=2.0),
-      batch_size=100, optimizer="adam", learning_rate=0.01, lr_decay=0.95,
-      b1=0.5, b2=0.9, weight_decay=1e-4, steps_per_call=10, checkpoint_every=1_000,
-      log_every=100,
-  ))
+  # train_classifier's training block (optimizer, attack, manifold settings), counted in
+  # steps: every N trains the same number of steps (epochs = steps * batch / N).
+  c.training = training_config()
+  c.training.steps = 20_000
+  c.training.log_every = 100
+  del c.training["mode"]            # one per cell, from c.modes
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=250,
       num_examples=1_000,        # regular attack (the paper: first 1,000 test images)

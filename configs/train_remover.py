@@ -18,9 +18,9 @@ def rules_config() -> ml_collections.ConfigDict:
 def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.data = ml_collections.ConfigDict(dict(size=32, train_size=6000, test_size=512,
+  c.data = ml_collections.ConfigDict(dict(size=64, train_size=50_000, test_size=2000,
                                           rules=rules_config()))
-  c.dilation = 1          # pixels added around GT masks (and generated ones) before filling
+  c.dilation = 2          # pixels added around GT masks (and generated ones) before filling
   # data: 'train' (in context), 'ood_train' (out of context) or 'mixed' (half each).
   # A judge trained in context only keeps detecting a removed car from the road around it.
   # augment: probability of an online removal per image and step (training mode
@@ -32,10 +32,11 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   # images (context), so the masks for those classes went to the stuff around them; with
   # 3,000 steps and augmentation 0.5: 1 / 32 / 25 / 16% (BUILD_NOTES "Mask generator").
   c.classifier_mask = clf("paper_classifier")
-  c.classifier_mask.steps, c.classifier_mask.augment = 3000, 0.5
+  c.classifier_mask.steps, c.classifier_mask.augment = 5000, 0.5
   c.classifier_eval = clf("resnet")             # judges removals (independent)
+  c.classifier_eval.steps = 5000
   c.inpainter = ml_collections.ConfigDict(dict(
-      channels=(16, 32, 32), d_channels=(16, 32, 64), steps=1000, batch_size=32, lr=1e-3,
+      channels=(32, 64, 64), d_channels=(16, 32, 64), steps=20_000, batch_size=32, lr=1e-3,
       d_lr=1e-3, adv_weight=0.01, valid_weight=0.2, object_fraction=0.5,
       steps_per_call=20, checkpoint_every=500,
       stuff_only=True,        # hole L1 only where the target is stuff (not an object)
@@ -50,22 +51,22 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   # .029; IoU .346 -> .482); keep and exclusive 2 pay for the false removals it added;
   # 4,000 steps instead of 3,000: IoU .504, false removal .063 (BUILD_NOTES "Mask generator").
   c.mask_generator = ml_collections.ConfigDict(dict(
-      channels=(16, 32, 32), d_channels=(16, 32, 64), steps=4000, batch_size=32, lr=1e-3,
-      d_lr=1e-3, area_weight=8.0, keep_weight=2.0, preserve_weight=1.0,
+      channels=(32, 64, 64), d_channels=(16, 32, 64), steps=10_000, batch_size=64, lr=1e-3,
+      d_lr=1e-3, area_weight=16.0, keep_weight=2.0, preserve_weight=1.0,
       exclusive_weight=2.0, adv_weight=0.01, smooth_weight=1.0, logit_bound=3.0,
-      bound_weight=1.0, jitter=1, prior_weight=1.0, steps_per_call=20, checkpoint_every=500))
+      bound_weight=1.0, prior_weight=1.0, steps_per_call=20, checkpoint_every=500,
+      jitter=2))        # 1 pixel at 32x32 scaled to 64x64 (not measured)
   c.progress = False
-  if preset == "quick":
-    pass
+  if preset == "quick":               # what the sweeps above were run on
+    c.data.size, c.data.train_size, c.data.test_size = 32, 6000, 512
+    c.dilation = 1
+    c.classifier_mask.steps, c.classifier_eval.steps = 3000, 1000
+    c.inpainter.channels, c.inpainter.steps = (16, 32, 32), 1000
+    c.mask_generator.channels, c.mask_generator.steps = (16, 32, 32), 4000
+    c.mask_generator.batch_size, c.mask_generator.area_weight = 32, 8.0
+    c.mask_generator.jitter = 1
   elif preset == "paper":
-    c.data.size, c.data.train_size, c.data.test_size = 64, 50_000, 2000
-    c.dilation = 2
-    for part in (c.classifier_mask, c.classifier_eval):
-      part.steps = 5000
-    c.inpainter.channels, c.inpainter.steps = (32, 64, 64), 20_000
-    c.mask_generator.channels, c.mask_generator.steps = (32, 64, 64), 10_000
-    c.mask_generator.batch_size, c.mask_generator.area_weight = 64, 16.0
-    c.mask_generator.jitter = 2        # 1 pixel at 32x32 scaled to 64x64 (not measured)
+    pass
   else:
     raise ValueError(f"unknown preset {preset!r}; expected 'quick' or 'paper'")
   return c

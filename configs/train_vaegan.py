@@ -15,7 +15,7 @@ from configs.train_classifier import data_config
 def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.data = data_config(train_size=20_000, test_size=1_000)
+  c.data = data_config(train_size=112_000, test_size=28_000)
   c.model = ml_collections.ConfigDict(dict(
       latent_dim=10,                 # 25 for CelebA-sized images
       channels=(64, 128, 256),       # encoder; the decoder mirrors them
@@ -47,8 +47,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.training.epochs = 24         # 20 steps per epoch: 480 steps
     c.training.checkpoint_every = 100
   elif preset == "paper":
-    c.data.train_size = 112_000
-    c.data.test_size = 28_000
+    pass
   else:
     raise ValueError(f"unknown preset {preset!r}; expected 'quick' or 'paper'")
   return c

@@ -10,7 +10,7 @@ import json
 import math
 import os
 import sys
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import ml_collections
 
@@ -150,11 +150,48 @@ def check_override_keys(argv: list[str], default_config: str) -> None:
       node = node[part]
 
 
-def cli_main(run: Callable[[ml_collections.ConfigDict, str], Any], default_config: str) -> None:
+def init_distributed(enabled: bool, coordinator: str = "", num_processes: int = 0,
+                     process_id: int = -1) -> None:
+  """Joins a multi-process JAX run; call before anything creates a JAX backend.
+
+  enabled False: nothing (one process). Otherwise `jax.distributed.initialize`: with an
+  explicit `coordinator` ('host:port'), `num_processes` and `process_id`, or, when
+  `coordinator` is '', auto-detected from the cluster's environment (SLURM, TPU pods,
+  Open MPI, ...). Cross-process collectives on CPU go over gloo.
+  """
+  if not enabled:
+    return
+  import jax
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if coordinator:
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      raise ValueError(f"--coordinator={coordinator!r} needs --num_processes >= 1 and "
+                       f"0 <= --process_id < num_processes, got {num_processes} and "
+                       f"{process_id}")
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                               process_id=process_id)
+  else:
+    jax.distributed.initialize()
+
+
+def _env_int(name: str, default: int) -> int:
+  value = os.environ.get(name, "")
+  try:
+    return int(value) if value else default
+  except ValueError:
+    raise ValueError(f"environment variable {name}={value!r} must be an integer") from None
+
+
+def cli_main(run: Callable[[ml_collections.ConfigDict, str], Any], default_config: str,
+             headline: Sequence[str] = ()) -> None:
   """The whole `__main__` of an entry point: `--config`, `--workdir`, then `run(config, dir)`.
 
   Flags are defined here, not at import, so entry points can be imported side by side
-  (tests, other experiments).
+  (tests, other experiments). Multi-host: `--jax_distributed` (or RSEC_JAX_INIT=1) joins
+  `jax.distributed` before the run (`init_distributed`; `--coordinator`,
+  `--num_processes`, `--process_id`, or RSEC_COORDINATOR / RSEC_NUM_PROCESSES /
+  RSEC_PROCESS_ID; auto-detection on SLURM / TPU when no coordinator is given). The run
+  ends with one line naming `<workdir>/report.md` and the `headline` results.
   """
   from absl import app, flags
   from ml_collections import config_flags
@@ -166,10 +203,18 @@ def cli_main(run: Callable[[ml_collections.ConfigDict, str], Any], default_confi
 
   try:
     check_override_keys(sys.argv[1:], default_config)
+    env = dict(num_processes=_env_int("RSEC_NUM_PROCESSES", 0),
+               process_id=_env_int("RSEC_PROCESS_ID", -1))
   except ValueError as e:
     fail(e)
   config = config_flags.DEFINE_config_file("config", default_config)
   workdir = flags.DEFINE_string("workdir", None, "Output directory (a rerun resumes).")
+  dist = flags.DEFINE_bool("jax_distributed", os.environ.get("RSEC_JAX_INIT", "") not in
+                           ("", "0"), "Join jax.distributed first (env RSEC_JAX_INIT=1).")
+  coordinator = flags.DEFINE_string("coordinator", os.environ.get("RSEC_COORDINATOR", ""),
+                                    "host:port of process 0 ('' = auto-detect).")
+  nproc = flags.DEFINE_integer("num_processes", env["num_processes"], "With --coordinator.")
+  pid = flags.DEFINE_integer("process_id", env["process_id"], "With --coordinator.")
 
   def parse(argv):
     try:
@@ -177,10 +222,32 @@ def cli_main(run: Callable[[ml_collections.ConfigDict, str], Any], default_confi
     except flags.Error as e:  # a wrongly typed override, an unknown flag
       fail(e)
 
+  def body():
+    init_distributed(dist.value, coordinator.value, nproc.value, pid.value)
+    results = run(config.value, workdir.value)
+    report = os.path.join(workdir.value, "report.md")
+    if os.path.exists(report):
+      shown = [f"{k}={_short(v)}" for k in headline
+               if (v := _lookup(results, k)) is not None]
+      print(f"report: {report}" + (f" ({', '.join(shown)})" if shown else ""))
+
   def main(argv):
     if len(argv) > 1:
       fail(f"unexpected arguments: {argv[1:]}")
     if workdir.value is None:
       fail("--workdir is required")
-    run_cli(lambda: run(config.value, workdir.value))
+    run_cli(body)
   app.run(main, flags_parser=parse)
+
+
+def _lookup(results: Any, key: str) -> Any:
+  """results['a']['b'] for key 'a.b' (None when absent)."""
+  for part in key.split("."):
+    if not isinstance(results, dict) or part not in results:
+      return None
+    results = results[part]
+  return results
+
+
+def _short(v) -> str:
+  return f"{v:.4g}" if isinstance(v, float) else str(v)

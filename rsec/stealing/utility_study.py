@@ -99,7 +99,7 @@ def _classifier_config(c, mode: str):
 
 def _train(c, mode: str, workdir: str):
   """train_classifier into `workdir` (resumes; a finished run is only restored)."""
-  from experiments import train_classifier
+  from rsec.studies import train_classifier
   from rsec.training.classifier import restore_classifier
   if not os.path.exists(os.path.join(workdir, "results.json")):
     train_classifier.run(_classifier_config(c, mode), workdir)

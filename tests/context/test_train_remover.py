@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs.train_remover import get_config
-from experiments import train_remover
+from rsec.studies import train_remover
 from rsec.context import train_remover as remover_lib
 from rsec.context.train_remover import validate_config
 from rsec.data import scenes

@@ -2,7 +2,7 @@
 import pytest
 
 from configs.train_vaegan import get_config
-from experiments import train_vaegan
+from rsec.studies import train_vaegan
 
 
 def tiny_vaegan_config():

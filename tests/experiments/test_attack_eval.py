@@ -5,7 +5,7 @@ import os
 import pytest
 
 from configs.attack_eval import get_config
-from experiments import attack_eval, train_classifier
+from rsec.studies import attack_eval, train_classifier
 from tests.experiments.test_train_classifier import small_config
 
 

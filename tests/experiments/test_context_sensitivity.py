@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs.context_sensitivity import get_config
-from experiments import context_sensitivity as cs
+from rsec.studies import context_sensitivity as cs
 from rsec.data import scene_rules as R
 
 

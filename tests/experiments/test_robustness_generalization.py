@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs.robustness_generalization import get_config
-from experiments import robustness_generalization as rg
+from rsec.studies import robustness_generalization as rg
 
 # Compilation dominates: adversarial and on_manifold_true training are covered in
 # tests/training and tests/manifold; the claims they feed are left out here.

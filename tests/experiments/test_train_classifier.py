@@ -5,7 +5,7 @@ import os
 import pytest
 
 from configs.train_classifier import get_config
-from experiments import train_classifier
+from rsec.studies import train_classifier
 from tests.helpers import run_entry_point
 
 

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from experiments import train_vaegan
+from rsec.studies import train_vaegan
 from rsec.manifold import learned
 from tests.experiments.conftest import tiny_vaegan_config as tiny_config
 

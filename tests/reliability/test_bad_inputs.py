@@ -26,7 +26,7 @@ from rsec.training.checkpoint import Checkpointer
 from rsec.train_classifier import validate_train_config
 from rsec.training.loop import evaluate, fit
 from rsec.training.state import make_optimizer
-from experiments import attack_eval
+from rsec.studies import attack_eval
 from tests.helpers import small_state as _state, squares_data as _data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -229,7 +229,7 @@ _WRONG_SURROGATE = _wrong_class_surrogate()  # built here: its init compiles, th
 
 def _not_misinformation(t):
   from tests.experiments.test_train_classifier import small_config
-  from experiments import train_classifier
+  from rsec.studies import train_classifier
   c = small_config(epochs=1)
   c.data.train_size, c.data.test_size, c.eval.batch_size = 200, 100, 100
   train_classifier.run(c, os.path.join(t, "clf"))

@@ -9,7 +9,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from experiments import train_classifier
+from rsec.studies import train_classifier
 from rsec.stealing import client
 from rsec.stealing.client import RemoteVictim
 from rsec.stealing.victim import BudgetExceededError, victim_from_workdir
