@@ -19,7 +19,7 @@ import numpy as np
 from rsec.attacks.params import Parametrisation
 from rsec.data import warp
 
-IDENTITY = jnp.asarray(warp.IDENTITY_THETA)
+IDENTITY = np.asarray(warp.IDENTITY_THETA, np.float32)  # NumPy: importing starts no backend
 
 
 def _box(low, high) -> tuple[jax.Array, jax.Array]:

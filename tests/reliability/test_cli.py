@@ -127,3 +127,20 @@ def test_in_process_runs_match_real_processes(tmp_path, capsys):
       if proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+def test_importing_an_entry_point_starts_no_jax_backend():
+  """--jax_distributed must run before any backend exists, so no entry point may start
+  one at import (a module-level jnp constant did)."""
+  import subprocess
+  import sys
+  from tests.helpers import ROOT
+  entries = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "experiments"))
+                   if f.endswith(".py") and f != "__init__.py")
+  code = ("import importlib, jax._src.xla_bridge as xb\n"
+          f"for e in {entries!r}:\n"
+          "  importlib.import_module('experiments.' + e)\n"
+          "  assert not xb._backends, e\n")
+  done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]

@@ -102,3 +102,49 @@ def test_deterministic_kernel_gradients_ignore_the_process_device_count():
     assert out.returncode == 0, out.stderr[-3000:]
     digests.append(out.stdout.strip())
   assert len(set(digests)) == 1, digests
+
+
+@pytest.mark.slow
+def test_entry_point_multihost_flag_matches_one_process(tmp_path):
+  """`python -m experiments.train_classifier --jax_distributed --coordinator=...` as 2
+  processes x 2 CPU devices on 127.0.0.1 trains bit for bit what 1 process x 2 devices
+  trains, with deterministic reductions over 4 virtual shards (the fast path agrees only to
+  float rounding, which 20 Adam steps amplify to ~1e-3 here; see the test above)."""
+  import json
+  from rsec.training.classifier import restore_classifier
+  root = os.path.dirname(os.path.dirname(os.path.dirname(WORKER)))
+  args = [sys.executable, "-m", "experiments.train_classifier",
+          "--config=configs/train_classifier.py:quick",
+          f"--config.data.cache_dir={tmp_path / 'cache'}", "--config.data.train_size=400",
+          "--config.data.test_size=100", "--config.training.epochs=2",
+          "--config.training.batch_size=40", "--config.training.steps_per_call=2",
+          "--config.eval.batch_size=20", "--config.training.virtual_shards=4",
+          "--config.progress=False"]
+  env = lambda local: dict({k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
+                           XLA_FLAGS=f"--xla_force_host_platform_device_count={local}")
+  single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
+  done = subprocess.run(args + [f"--workdir={single}"], cwd=root, env=env(2),
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert done.stdout.strip().splitlines()[-1].startswith(f"report: {single}/report.md")
+  port = _free_port()
+  procs = [subprocess.Popen(args + [f"--workdir={multi}", "--jax_distributed",
+                                    f"--coordinator=127.0.0.1:{port}", "--num_processes=2",
+                                    f"--process_id={i}"], cwd=root, env=env(2),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  logs = [p.communicate(timeout=300)[0] for p in procs]
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-3000:]
+  a, b = (json.load(open(os.path.join(d, "results.json"))) for d in (single, multi))
+  assert (a["devices"], b["devices"]) == (2, 4) and a["steps"] == b["steps"] == 20
+  assert a["test_accuracy"] == b["test_accuracy"] and a["test_loss"] == b["test_loss"]
+  pa, pb = (jax_params(restore_classifier(d)[0]) for d in (single, multi))
+  assert len(pa) == len(pb) > 4
+  for x, y in zip(pa, pb):
+    np.testing.assert_array_equal(x, y)
+
+
+def jax_params(state):
+  import jax
+  return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
