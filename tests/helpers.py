@@ -69,7 +69,8 @@ def cli_flag_names():
   """The absl flags cli_main defines (--config, its overrides, --workdir)."""
   from absl import flags
   return [name for name in flags.FLAGS
-          if name in ("config", "workdir") or name.startswith("config.")]
+          if name in ("config", "workdir", "jax_distributed", "coordinator", "num_processes",
+                      "process_id") or name.startswith("config.")]
 
 
 def run_entry_point(entry: str, args: list[str], capsys) -> tuple[int, str]:

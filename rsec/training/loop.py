@@ -287,7 +287,8 @@ def fit(state: TrainState, data: Mapping[str, np.ndarray], *, key: jax.Array, ba
   Args:
     data: host arrays with a common leading axis N; must hold 'image' [N,H,W,C] and
       'label': integer classes [N], or soft targets [N, K] (posteriors, rows summing to
-      1: soft cross-entropy); other keys (e.g. 'font', 'theta') ride along for perturbations.
+      1: soft cross-entropy; checked only for the default loss, a `loss_fn` reads labels
+      its own way, e.g. per-pixel classes [N, H, W]); other keys (e.g. 'font', 'theta') ride along for perturbations.
     key: base PRNG key of the run (see module docstring).
     perturb, loss_fn: the training mode's perturbation and loss (`rsec.modes`).
     virtual_shards: 0 (default): the fast path. V > 0: deterministic reductions over V
@@ -305,8 +306,9 @@ def fit(state: TrainState, data: Mapping[str, np.ndarray], *, key: jax.Array, ba
   if "image" not in data or "label" not in data:
     raise ValueError(f"data must hold 'image' and 'label' arrays, got keys {sorted(data)}")
   label = np.asarray(data["label"])
-  if label.ndim not in (1, 2) or (label.ndim == 1 and not np.issubdtype(label.dtype,
-                                                                        np.integer)):
+  default_loss = loss_fn is None   # a mode's own loss reads labels its own way
+  if default_loss and not ((label.ndim == 1 and np.issubdtype(label.dtype, np.integer))
+                           or (label.ndim == 2 and np.issubdtype(label.dtype, np.floating))):
     raise ValueError(f"data['label'] must be integer classes [N] or soft targets [N, K], "
                      f"got {label.dtype} {label.shape}")
   sampler = EpochSampler(len(label), batch_size, seed)

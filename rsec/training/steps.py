@@ -24,14 +24,15 @@ Metrics = dict[str, jax.Array]
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean softmax cross-entropy; logits [B, K], integer labels [B] or soft targets [B, K]
   (probability rows: a stolen posterior, a label-smoothed target)."""
-  if labels.ndim == logits.ndim:
+  if labels.ndim == logits.ndim and jnp.issubdtype(labels.dtype, jnp.floating):
     return optax.softmax_cross_entropy(logits, labels).mean()
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def hard_labels(labels: jax.Array) -> jax.Array:
-  """Integer classes [B] of integer labels [B] or soft targets [B, K] (their argmax)."""
-  return jnp.argmax(labels, -1) if labels.ndim == 2 else labels
+  """Integer classes of integer labels (as they are) or of soft targets [B, K] (argmax)."""
+  soft = labels.ndim == 2 and jnp.issubdtype(labels.dtype, jnp.floating)
+  return jnp.argmax(labels, -1) if soft else labels
 
 
 def all_finite(*trees: Any) -> jax.Array:
