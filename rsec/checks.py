@@ -13,9 +13,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 
-def _is_tracer(x: Any) -> bool:
+def is_tracing(*arrays: Any) -> bool:
+  """True when any argument is a JAX tracer (inside jit / grad / vmap): value checks are
+  then skipped, shapes are still checked."""
   import jax
-  return isinstance(x, jax.core.Tracer)
+  return any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
 def check_finite_scalar(name: str, value: Any, *, low: float | None = None,
@@ -70,7 +72,7 @@ def check_float_array(name: str, x: Any) -> None:
 
 def check_all_finite(name: str, x: Any) -> None:
   """Checks every entry of `x` is finite (skipped for tracers)."""
-  if _is_tracer(x):
+  if is_tracing(x):
     return
   a = np.asarray(x)
   if not np.all(np.isfinite(a)):
@@ -80,7 +82,7 @@ def check_all_finite(name: str, x: Any) -> None:
 
 def check_in_range(name: str, x: Any, low: float, high: float, *, atol: float = 1e-6) -> None:
   """Checks every entry of `x` lies in [low, high] (skipped for tracers)."""
-  if _is_tracer(x):
+  if is_tracing(x):
     return
   a = np.asarray(x)
   check_all_finite(name, a)
@@ -98,7 +100,7 @@ def check_labels(name: str, y: Any, num_classes: int, batch: int | None = None) 
     raise ValueError(f"{name} must have shape (batch,), got {getattr(y, 'shape', None)}")
   if batch is not None and y.shape[0] != batch:
     raise ValueError(f"{name} has {y.shape[0]} entries but the images have batch {batch}")
-  if _is_tracer(y):
+  if is_tracing(y):
     return
   a = np.asarray(y)
   if a.size and (a.min() < 0 or a.max() >= num_classes):

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rsec.checks import check_in_range, check_labels
+from rsec.checks import check_in_range, check_labels, is_tracing
 from rsec.registry import Registry
 
 LogitsFn = Callable[[jax.Array], jax.Array]
@@ -29,10 +29,6 @@ Attack = Callable[..., Any]
 Impl = Callable[[Any, LogitsFn, jax.Array, jax.Array, jax.Array, Mapping[str, Any]],
                 tuple[jax.Array, dict]]
 ATTACKS: Registry[Callable[..., Attack]] = Registry("attack")
-
-
-def is_tracing(*arrays: Any) -> bool:
-  return any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
 def check_key(key: Any, name: str = "key") -> None:

@@ -92,7 +92,7 @@ def fonts_examples(key: jax.Array, prototypes: Prototypes | jax.Array, indices: 
   dtype = getattr(indices, "dtype", None)
   if dtype is None or not np.issubdtype(np.dtype(dtype), np.integer):
     raise ValueError(f"indices must be an integer array, got dtype {dtype}")
-  if not checks._is_tracer(indices) and np.size(indices) and np.min(indices) < 0:  # pylint: disable=protected-access
+  if not checks.is_tracing(indices) and np.size(indices) and np.min(indices) < 0:
     raise ValueError(f"indices must be >= 0, got minimum {np.min(indices)}")
   num_fonts, num_classes = images.shape[:2]
   indices = jnp.asarray(indices).astype(jnp.int32)
@@ -105,7 +105,7 @@ def fonts_examples(key: jax.Array, prototypes: Prototypes | jax.Array, indices: 
 
   fonts, thetas = jax.vmap(draw)(indices)
   labels = indices % num_classes
-  rendered = warp._render_fast(images, fonts, labels, warp.theta_to_affine(thetas))  # pylint: disable=protected-access
+  rendered = warp.render_fast(images, fonts, labels, warp.theta_to_affine(thetas))
   return dict(image=rendered[..., None], label=labels, font=fonts, theta=thetas)
 
 

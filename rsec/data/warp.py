@@ -150,7 +150,7 @@ def _warp_fast(images: jax.Array, affine: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def _render_fast(prototype_images: jax.Array, fonts: jax.Array, chars: jax.Array,
+def render_fast(prototype_images: jax.Array, fonts: jax.Array, chars: jax.Array,
                  affine: jax.Array) -> jax.Array:
   """[F, C, H, W] prototypes -> [N, H, W]: warps prototype[font, char], gathering straight
   from the prototype table (no [N, H, W] copy of the glyphs first: ~1.5x faster)."""
@@ -161,7 +161,7 @@ def _render_fast(prototype_images: jax.Array, fonts: jax.Array, chars: jax.Array
 
 
 @jax.jit
-def _warp_single(image: jax.Array, affine: jax.Array) -> jax.Array:
+def warp_single(image: jax.Array, affine: jax.Array) -> jax.Array:
   """[H, W] x [2, 3] -> [H, W]. Same maths as `_warp_fast`, but with a rank-1
   gather, which vmaps into a much faster gather than vmapping the batched form."""
   height, width = image.shape
@@ -235,7 +235,7 @@ def affine_warp(images: jax.Array, affine: jax.Array) -> jax.Array:
   """
   flat_images, flat_affine, lead = _flatten_warp_args(images, affine)
   if not lead:  # One image, e.g. under a caller's vmap.
-    return _warp_single(flat_images[0], flat_affine[0])
+    return warp_single(flat_images[0], flat_affine[0])
   return _warp_fast(flat_images, flat_affine).reshape(lead + images.shape[-2:])
 
 
@@ -267,7 +267,7 @@ def _check_indices(name: str, idx: jax.Array, limit: int, batch: int | None) -> 
   dtype = getattr(idx, "dtype", None)
   if dtype is None or not np.issubdtype(np.dtype(dtype), np.integer):
     raise ValueError(f"{name} must be an integer array, got dtype {dtype}")
-  if checks._is_tracer(idx):  # pylint: disable=protected-access
+  if checks.is_tracing(idx):
     return
   a = np.asarray(idx)
   if a.size and (a.min() < 0 or a.max() >= limit):
@@ -298,7 +298,7 @@ def render_batch(prototype_images: jax.Array, fonts: jax.Array, chars: jax.Array
   _check_indices("fonts", fonts, num_fonts, n)
   _check_indices("chars", chars, num_chars, n)
   validate_theta(thetas, batch=n, name="thetas")
-  return _render_fast(prototype_images, jnp.asarray(fonts), jnp.asarray(chars),
+  return render_fast(prototype_images, jnp.asarray(fonts), jnp.asarray(chars),
                       theta_to_affine(thetas).astype(prototype_images.dtype))
 
 
@@ -322,4 +322,4 @@ def render(prototype_images: jax.Array, font: jax.Array | int, char: jax.Array |
   checks.check_shape("theta", theta, (THETA_DIM,))
   validate_theta(theta)
   glyph = prototype_images[font, char]
-  return _warp_single(glyph, theta_to_affine(theta).astype(glyph.dtype))
+  return warp_single(glyph, theta_to_affine(theta).astype(glyph.dtype))

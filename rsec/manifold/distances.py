@@ -158,7 +158,7 @@ def tangent_fraction(prototype_images: jax.Array, font: jax.Array, char: jax.Arr
   prototype_images = jnp.asarray(prototype_images)
 
   def one(f, c, th, d):
-    jac = jax.jacfwd(lambda t: warp._warp_single(  # pylint: disable=protected-access
+    jac = jax.jacfwd(lambda t: warp.warp_single(
         prototype_images[f, c], warp.theta_to_affine(t)).reshape(-1))(th)   # [D, 6]
     u, s, _ = jnp.linalg.svd(jac, full_matrices=False)
     keep = s > jnp.max(s) * 1e-6

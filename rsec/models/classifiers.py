@@ -18,7 +18,7 @@ from rsec.registry import Registry
 MODELS: Registry[type[nn.Module]] = Registry("model")
 
 # Momentum of the running averages; Torch's 0.1 update rate, as in the paper's code.
-_BN = dict(momentum=0.9, epsilon=1e-5)
+BN_DEFAULTS = dict(momentum=0.9, epsilon=1e-5)
 
 
 @MODELS.register("paper_classifier")
@@ -32,10 +32,10 @@ class PaperClassifier(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     for c in self.channels:
       x = PatchConv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False)(x)
-      x = nn.relu(BatchNorm(use_running_average=not train, **_BN)(x))
+      x = nn.relu(BatchNorm(use_running_average=not train, **BN_DEFAULTS)(x))
     x = x.reshape((x.shape[0], -1))
     x = Dense(self.hidden, use_bias=False)(x)
-    x = nn.relu(BatchNorm(use_running_average=not train, **_BN)(x))
+    x = nn.relu(BatchNorm(use_running_average=not train, **BN_DEFAULTS)(x))
     return Dense(self.num_classes)(x)
 
 
@@ -50,7 +50,7 @@ class MLP(nn.Module):
     x = x.reshape((x.shape[0], -1))
     for h in self.hidden:
       x = Dense(h, use_bias=False)(x)
-      x = nn.relu(BatchNorm(use_running_average=not train, **_BN)(x))
+      x = nn.relu(BatchNorm(use_running_average=not train, **BN_DEFAULTS)(x))
     return Dense(self.num_classes)(x)
 
 
@@ -60,7 +60,7 @@ class _BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    bn = lambda: BatchNorm(use_running_average=not train, **_BN)
+    bn = lambda: BatchNorm(use_running_average=not train, **BN_DEFAULTS)
     y = PatchConv(self.channels, (3, 3), self.strides, padding="SAME", use_bias=False)(x)
     y = nn.relu(bn()(y))
     y = PatchConv(self.channels, (3, 3), padding="SAME", use_bias=False)(y)
@@ -80,7 +80,7 @@ class SmallResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = PatchConv(self.stages[0], (3, 3), padding="SAME", use_bias=False)(x)
-    x = nn.relu(BatchNorm(use_running_average=not train, **_BN)(x))
+    x = nn.relu(BatchNorm(use_running_average=not train, **BN_DEFAULTS)(x))
     for i, c in enumerate(self.stages):
       x = _BasicBlock(c, 1 if i == 0 else 2)(x, train)
     x = jnp.mean(x, axis=(1, 2))

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rsec.models.classifiers import _BN
+from rsec.models.classifiers import BN_DEFAULTS
 from rsec.models.layers import BatchNorm, PatchConv
 
 
@@ -26,7 +26,7 @@ class _ConvBN(nn.Module):
     pad = (self.kernel - self.stride + 1) // 2
     x = PatchConv(self.features, (self.kernel, self.kernel), strides=(self.stride,) * 2,
                   padding=((pad, self.kernel - self.stride - pad),) * 2, use_bias=False)(x)
-    return nn.relu(BatchNorm(use_running_average=not train, **_BN)(x))
+    return nn.relu(BatchNorm(use_running_average=not train, **BN_DEFAULTS)(x))
 
 
 def _resize(x: jax.Array, h: int, w: int) -> jax.Array:

@@ -14,7 +14,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 
-from rsec.models.classifiers import _BN, PaperClassifier
+from rsec.models.classifiers import BN_DEFAULTS, PaperClassifier
 from rsec.models.layers import BatchNorm, PatchConv
 from rsec.models.layers_transpose import PatchConvTranspose
 
@@ -46,7 +46,7 @@ class Encoder(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
     for c in self.channels:
       x = PatchConv(c, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False)(x)
-      x = nn.relu(BatchNorm(use_running_average=not train, **_BN)(x))
+      x = nn.relu(BatchNorm(use_running_average=not train, **BN_DEFAULTS)(x))
     x = x.reshape((x.shape[0], -1))
     return nn.Dense(self.latent_dim)(x), nn.Dense(self.latent_dim)(x)
 
@@ -61,7 +61,7 @@ class Decoder(nn.Module):
   def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
     sizes = encoder_sizes(self.size, len(self.channels))[::-1]
     x = nn.Dense(sizes[0] * sizes[0] * self.channels[0], use_bias=False)(z)
-    x = nn.relu(BatchNorm(use_running_average=not train, **_BN)(x))
+    x = nn.relu(BatchNorm(use_running_average=not train, **BN_DEFAULTS)(x))
     x = x.reshape((z.shape[0], sizes[0], sizes[0], self.channels[0]))
     outs = list(self.channels[1:]) + [self.out_channels]
     for i, c in enumerate(outs):
@@ -69,7 +69,7 @@ class Decoder(nn.Module):
       last = i == len(outs) - 1
       x = PatchConvTranspose(c, (k, k), (2, 2), p, use_bias=last)(x)
       if not last:
-        x = nn.relu(BatchNorm(use_running_average=not train, **_BN)(x))
+        x = nn.relu(BatchNorm(use_running_average=not train, **BN_DEFAULTS)(x))
     return nn.sigmoid(x)
 
 

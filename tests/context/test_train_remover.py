@@ -7,23 +7,10 @@ import numpy as np
 import pytest
 
 from configs.train_remover import get_config
-from rsec.studies import train_remover
 from rsec.context import train_remover as remover_lib
 from rsec.context.train_remover import validate_config
 from rsec.data import scenes
 from tests.reliability import kill_harness
-
-
-def tiny_config():
-  c = get_config("quick")
-  c.data.train_size, c.data.test_size = 128, 64
-  for part in (c.classifier_mask, c.classifier_eval):
-    part.steps, part.batch_size, part.model = 10, 32, "mlp"  # compilation dominates
-  c.classifier_mask.augment = 0.5   # the online removal path of the reference classifiers
-  for part in (c.inpainter, c.mask_generator):
-    part.steps, part.batch_size, part.steps_per_call = 10, 16, 5
-    part.channels = part.d_channels = (8, 8, 8)
-  return c
 
 
 def test_config_validation():

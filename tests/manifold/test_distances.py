@@ -83,7 +83,7 @@ def test_tangent_fraction_along_and_orthogonal_to_the_jacobian(prototypes):
   font, char = jnp.array([0, 1]), jnp.array([1, 2])
   theta0 = jnp.array([[0.05, -0.02, 0.1, 0.0, 1.05, 0.2], [0.0, 0.0, 0.0, 0.0, 1.0, 0.0]])
   protos = jnp.asarray(prototypes)
-  render = lambda t, f, c: warp._warp_single(protos[f, c], warp.theta_to_affine(t))
+  render = lambda t, f, c: warp.warp_single(protos[f, c], warp.theta_to_affine(t))
   jac = jax.vmap(lambda t, f, c: jax.jacfwd(render)(t, f, c))(theta0, font, char)  # [B,H,W,6]
   along = jnp.einsum("bhwk,k->bhw", jac, jnp.array([1.0, -2.0, 0.5, 0.3, 1.0, 0.7]))
   frac_along = distances.tangent_fraction(prototypes, font, char, theta0, along)
