@@ -27,12 +27,23 @@ def cell_name(cell: Mapping[str, Any]) -> str:
 
 
 def run_grid(workdir: str, cells: Sequence[Mapping[str, Any]],
-             run_cell: Callable[[Mapping[str, Any], str], Mapping[str, Any]], *,
+             run_cell: Callable[[Mapping[str, Any], str], Mapping[str, Any]] | None = None, *,
+             stack_by: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+             run_stack: Callable[[list, str], Sequence[Mapping[str, Any]]] | None = None,
              progress: bool = True, desc: str = "grid") -> list[dict[str, Any]]:
   """Runs `run_cell(cell, cell_dir) -> results` for every cell not finished yet.
 
+  Or, to train several cells as one stack of models (one compiled call under `vmap`):
+  `stack_by(cell)` -> the keys that define a stack (a dict of primitives, e.g. the
+  architecture), and `run_stack(cells, stack_dir) -> [results per cell]` runs the
+  unfinished cells of one stack together in `<workdir>/stacks/<name>` (its checkpoints
+  resume there); each cell's results still land in its own `cells/<name>/results.json`.
   Returns one dict per cell (in the given order): the cell's keys plus its results.
   """
+  if (run_cell is None) == (run_stack is None) or (run_stack is None) != (stack_by is None):
+    raise ValueError("run_grid needs either run_cell, or stack_by and run_stack")
+  if run_stack is not None:
+    return _run_stacks(workdir, cells, stack_by, run_stack, progress, desc)
   names = [cell_name(c) for c in cells]
   if len(set(names)) != len(names):
     raise ValueError("grid cells must be distinct; got duplicates: "
@@ -53,3 +64,31 @@ def run_grid(workdir: str, cells: Sequence[Mapping[str, Any]],
     bar.update(1)
   bar.close()
   return out
+
+
+def _run_stacks(workdir, cells, stack_by, run_stack, progress, desc):
+  names = [cell_name(c) for c in cells]
+  if len(set(names)) != len(names):
+    raise ValueError("grid cells must be distinct; got duplicates: "
+                     f"{sorted({n for n in names if names.count(n) > 1})}")
+  done = {n: os.path.join(workdir, "cells", n, "results.json") for n in names}
+  stacks: dict[str, list[int]] = {}
+  for i, (cell, name) in enumerate(zip(cells, names)):
+    if not os.path.exists(done[name]):
+      stacks.setdefault(cell_name(stack_by(cell)), []).append(i)
+  bar = tqdm(total=len(cells), initial=len(cells) - sum(map(len, stacks.values())),
+             desc=desc, disable=not progress, dynamic_ncols=True)
+  for stack, members in stacks.items():
+    stack_dir = os.path.join(workdir, "stacks", stack)
+    io.prepare_workdir(stack_dir)
+    results = list(run_stack([cells[i] for i in members], stack_dir))
+    if len(results) != len(members):
+      raise ValueError(f"run_stack returned {len(results)} results for {len(members)} cells "
+                       f"of stack {stack!r}")
+    for i, r in zip(members, results):
+      io.prepare_workdir(os.path.dirname(done[names[i]]))
+      if io.is_chief():
+        io.write_json_atomic(done[names[i]], dict(r))
+    bar.update(len(members))
+  bar.close()
+  return [{**cell, **io.read_json(done[name])} for cell, name in zip(cells, names)]

@@ -1,5 +1,9 @@
 """Grids skip finished cells and resume after a crash."""
+import os
+
 import pytest
+
+from rsec import grid
 
 from rsec.grid import cell_name, run_grid
 
@@ -33,3 +37,28 @@ def test_bad_cells():
     cell_name({"a": [1, 2]})
   with pytest.raises(ValueError, match="must not contain"):
     cell_name({"a": "x/y"})
+
+
+def test_cells_run_as_stacks_and_resume(tmp_path):
+  """Cells sharing an architecture run as one stack; finished stacks are skipped."""
+  cells = [{"arch": a, "budget": b} for a in ("cnn", "mlp") for b in (100, 200)]
+  calls = []
+
+  def run_stack(members, stack_dir):
+    calls.append((os.path.basename(stack_dir), [m["budget"] for m in members]))
+    if members[0]["arch"] == "mlp" and len(calls) == 2 and fail[0]:
+      raise RuntimeError("pre-empted")
+    return [{"score": m["budget"] * (2 if m["arch"] == "cnn" else 3)} for m in members]
+
+  fail = [True]
+  with pytest.raises(RuntimeError, match="pre-empted"):
+    grid.run_grid(str(tmp_path), cells, stack_by=lambda c: {"arch": c["arch"]},
+                  run_stack=run_stack, progress=False)
+  assert calls == [("arch=cnn", [100, 200]), ("arch=mlp", [100, 200])]
+  fail[0] = False
+  rows = grid.run_grid(str(tmp_path), cells, stack_by=lambda c: {"arch": c["arch"]},
+                       run_stack=run_stack, progress=False)
+  assert calls[2:] == [("arch=mlp", [100, 200])]             # the cnn stack was done
+  assert [r["score"] for r in rows] == [200, 400, 300, 600]
+  with pytest.raises(ValueError, match="either run_cell, or stack_by and run_stack"):
+    grid.run_grid(str(tmp_path), cells, run_stack=run_stack)
