@@ -86,6 +86,24 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return _put(tree, replicated(mesh))
 
 
+def device_multiple(batch_size: int, mesh: Mesh) -> int:
+  """The smallest multiple of the mesh's device count that is >= batch_size."""
+  n = mesh.devices.size
+  return -(-batch_size // n) * n
+
+
+def predict_batches(fn: Any, arrays: tuple[np.ndarray, ...], batch_size: int,
+                    mesh: Mesh | None = None) -> np.ndarray:
+  """`fn(*batch) -> [B, ...]` over row-aligned host arrays, data-parallel: the one padded
+  batched-inference helper (`map_batches` with the batch rounded up to a multiple of the
+  device count). Returns the outputs [N, ...] on host."""
+  mesh = mesh or data_mesh()
+  named = {str(i): a for i, a in enumerate(arrays)}
+  out = map_batches(lambda b: {"y": fn(*(b[str(i)] for i in range(len(arrays))))}, named,
+                    device_multiple(batch_size, mesh), mesh)
+  return out["y"]
+
+
 def map_batches(fn: Any, arrays: dict[str, np.ndarray], batch_size: int,
                 mesh: Mesh | None = None) -> dict[str, np.ndarray]:
   """Runs `fn(batch) -> dict of per-row arrays [batch_size, ...]` over `arrays` in chunks.

@@ -9,11 +9,10 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rsec import checks
+from rsec import checks, parallel
 from rsec.models.classifiers import make_model
 from rsec.training.loop import fit
 from rsec.training.state import TrainState, create_train_state
@@ -56,13 +55,6 @@ def scores_fn(state: TrainState) -> Callable[[jax.Array], jax.Array]:
 
 
 def predict(score: Callable, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-  """Scores of a whole array, in batches (last one padded, so one compile)."""
-  fn = jax.jit(score)
-  out = []
-  for i in range(0, len(images), batch_size):
-    x = images[i:i + batch_size]
-    pad = batch_size - len(x)
-    if pad:
-      x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-    out.append(np.asarray(fn(jnp.asarray(x)))[:batch_size - pad])
-  return np.concatenate(out)
+  """Scores of a whole array, data-parallel in padded batches (`parallel.predict_batches`:
+  one compile per batch size)."""
+  return parallel.predict_batches(jax.jit(score), (images,), batch_size)

@@ -13,7 +13,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from rsec import io
+from rsec import io, parallel
 from rsec.manifold.vaegan_training import VAEGANState
 
 TRAIN_COMMAND = ("python -m experiments.train_vaegan --config=configs/train_vaegan.py:quick "
@@ -54,17 +54,6 @@ def class_encoder(state: VAEGANState) -> Callable[[jax.Array, jax.Array], jax.Ar
   return lambda x, cls: f(x, cls)[0]
 
 
-def _batched(fn: Callable, arrays: tuple, batch: int) -> np.ndarray:
-  n = len(arrays[0])
-  outs = []
-  for i in range(0, n, batch):
-    part = [a[i:i + batch] for a in arrays]
-    pad = batch - len(part[0])
-    part = [np.concatenate([p, np.repeat(p[-1:], pad, 0)]) if pad else p for p in part]
-    outs.append(np.asarray(fn(*part))[:batch - pad if pad else batch])
-  return np.concatenate(outs)
-
-
 @jax.jit
 def _reconstruct(state: VAEGANState, x: jax.Array, m: jax.Array) -> jax.Array:
   return class_decoder(state)(class_encoder(state)(x, m), m)
@@ -81,13 +70,14 @@ def reconstruct_by_model(state: VAEGANState, images: np.ndarray, models: np.ndar
 
   Runs in padded chunks of `batch`, so one compilation serves every call of that size."""
   fn = lambda x, m: _reconstruct(state, x, m)
-  return _batched(fn, (images, np.asarray(models, np.int32)), batch)
+  return parallel.predict_batches(fn, (images, np.asarray(models, np.int32)), batch)
 
 
 def latent_box(state: VAEGANState, images: np.ndarray, labels: np.ndarray,
                batch: int = 250) -> tuple[np.ndarray, np.ndarray]:
   """Per-class box of encoded training latents: (low [C, d], high [C, d]), class encoders."""
-  mu = _batched(lambda x, m: _encode(state, x, m), (images, np.asarray(labels, np.int32)), batch)
+  mu = parallel.predict_batches(lambda x, m: _encode(state, x, m),
+                               (images, np.asarray(labels, np.int32)), batch)
   classes = state.num_models - 1
   low = np.stack([mu[labels == c].min(0) for c in range(classes)])
   high = np.stack([mu[labels == c].max(0) for c in range(classes)])
