@@ -17,7 +17,7 @@ from rsec.attacks.engine import run_attack
 from rsec.attacks.steps import STEPS
 from rsec.attacks.threat import flat
 from rsec.data import warp
-from rsec.manifold import threats
+from rsec.manifold import parametrisations
 
 
 def _closest(param, origin, target: jax.Array, key: jax.Array, init: Callable, *,
@@ -54,8 +54,8 @@ def project_true(key: jax.Array, x_tilde: jax.Array, font: jax.Array, char: jax.
   """
   low, high = (jnp.asarray(a, jnp.float32) for a in (low, high))
   centre = jnp.broadcast_to((low + high) / 2, (x_tilde.shape[0], 6))
-  param = threats.true_manifold(prototype_images, low, high)
-  origin = threats.true_origin(font, char, centre)
+  param = parametrisations.true_manifold(prototype_images, low, high)
+  origin = parametrisations.true_origin(font, char, centre)
   k0, k1 = jax.random.split(key)
   outs = [_closest(param, origin, x_tilde, k0, "zero", steps=steps, restarts=1, lr=lr)]
   if restarts > 1:
@@ -95,8 +95,8 @@ def project_learned(key: jax.Array, x_tilde: jax.Array, cls: jax.Array, decode: 
   Restart 0 starts at z_start [B, d] (e.g. the encoder's mu(x_tilde)), the others uniformly
   in the box. Returns (z* [B, d], decode(z*) [B, H, W, C], distance [B]).
   """
-  param = threats.learned_manifold(decode)
-  origin = threats.learned_origin(z_start, cls, -bound, bound)
+  param = parametrisations.learned_manifold(decode)
+  origin = parametrisations.learned_origin(z_start, cls, -bound, bound)
   k0, k1 = jax.random.split(key)
   outs = [_closest(param, origin, x_tilde, k0, "zero", steps=steps, restarts=1, lr=lr)]
   if restarts > 1:

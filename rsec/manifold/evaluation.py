@@ -18,7 +18,7 @@ import numpy as np
 from rsec import parallel
 from rsec.attacks import build_attack
 from rsec.attacks.threat import flat
-from rsec.manifold import attacks as manifold_attacks
+from rsec.manifold import paper_attacks as manifold_attacks
 from rsec.manifold import distances
 
 KINDS = ("regular", "true", "learned")

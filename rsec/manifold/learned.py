@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from rsec import io, parallel
-from rsec.manifold.vaegan_training import VAEGANState
+from rsec.manifold.vaegan_step import VAEGANState
 
 TRAIN_COMMAND = ("python -m experiments.train_vaegan --config=configs/train_vaegan.py:quick "
                  "--workdir={}")
@@ -110,7 +110,7 @@ def restore_vaegan(workdir: str, latent_dim: int | None = None,
   Raises ValueError naming the command that makes them when they are missing, and when the
   checkpoint's latent size or class count differs from the ones asked for.
   """
-  from rsec.manifold.vaegan_setup import build_vaegan_state
+  from rsec.manifold.train_vaegan import build_vaegan_state
   from rsec.training.checkpoint import read_run_config, restore_latest
   command = TRAIN_COMMAND.format(workdir or "DIR")
   config = read_run_config(workdir, "VAE-GAN", command)

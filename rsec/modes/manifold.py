@@ -19,7 +19,7 @@ import optax
 
 from rsec.attacks import make_loss, run_attack
 from rsec.attacks.steps import STEPS
-from rsec.manifold import threats
+from rsec.manifold import parametrisations
 from rsec.modes.base import TRAINING_MODES, TrainingMode, check_fraction, spread_rows
 
 
@@ -82,13 +82,13 @@ def on_manifold_true(config, apply_fn) -> TrainingMode:
   s = _settings(config)
   protos = jnp.asarray(load_prototypes_from_config(config.data).images)
   low, high = theta_range(config.data.difficulty)
-  param = threats.true_manifold(protos, low, high)
+  param = parametrisations.true_manifold(protos, low, high)
 
   def perturb(variables, key, batch):
     _need(batch, ("font", "theta"), "on_manifold_true")
     rows = spread_rows(batch["label"].shape[0], float(s.fraction))
     y = batch["label"][rows]
-    origin = threats.true_origin(batch["font"][rows], y, batch["theta"][rows], low, high)
+    origin = parametrisations.true_origin(batch["font"][rows], y, batch["theta"][rows], low, high)
     _, x_adv, _ = run_attack(lambda x: apply_fn(variables, x, train=False), key, origin, y,
                              param, norm="linf", eps=float(s.eta), step=_adam(s),
                              loss=make_loss("ce"), steps=int(s.steps),
@@ -105,14 +105,14 @@ def on_manifold_learned(config, apply_fn) -> TrainingMode:
   low, high = learned.load_latent_box(s.vaegan_workdir)
   low, high = jnp.asarray(low), jnp.asarray(high)
   enc, dec = learned.class_encoder(state), learned.class_decoder(state)
-  param = threats.learned_manifold(dec)
+  param = parametrisations.learned_manifold(dec)
   bound = float(s.latent_bound)
 
   def perturb(variables, key, batch):
     rows = spread_rows(batch["label"].shape[0], float(s.fraction))
     x, y = batch["image"][rows], batch["label"][rows]
     logits_fn = lambda im: apply_fn(variables, im, train=False)
-    origin = threats.learned_origin(enc(x, y), y, low[y], high[y])
+    origin = parametrisations.learned_origin(enc(x, y), y, low[y], high[y])
     clean_ok = jnp.argmax(logits_fn(dec(origin["z0"], y)), -1) == y
     u, x_adv, _ = run_attack(logits_fn, key, origin, y, param, norm="linf",
                              eps=float(s.eta), step=_adam(s), loss=make_loss("ce"),
@@ -126,7 +126,7 @@ def on_manifold_learned(config, apply_fn) -> TrainingMode:
 
 
 def _stn_box(s):
-  return threats.deformation_ranges(float(s.stn_eps))
+  return parametrisations.deformation_ranges(float(s.stn_eps))
 
 
 @TRAINING_MODES.register("stn_augment")
@@ -140,7 +140,7 @@ def stn_augment(config, apply_fn) -> TrainingMode:
     rows = spread_rows(batch["label"].shape[0], float(s.fraction))
     x = batch["image"][rows]
     theta = jax.random.uniform(key, (len(rows), 6), jnp.float32, low, high)
-    return dict(batch, image=batch["image"].at[rows].set(threats.warp_images(x, theta)))
+    return dict(batch, image=batch["image"].at[rows].set(parametrisations.warp_images(x, theta)))
   return TrainingMode(perturb)
 
 
@@ -148,7 +148,7 @@ def stn_augment(config, apply_fn) -> TrainingMode:
 def stn_adversarial(config, apply_fn) -> TrainingMode:
   s = _settings(config)
   low, high = _stn_box(s)
-  param = threats.deformation(low, high)
+  param = parametrisations.deformation(low, high)
 
   def perturb(variables, key, batch):
     rows = spread_rows(batch["label"].shape[0], float(s.fraction))

@@ -17,8 +17,9 @@ import numpy as np
 
 from rsec import config as cfg_lib
 from rsec import io
-from rsec.context import augment, multilabel, sensitivity as S
-from rsec.data import scene_rules as R
+from rsec.context import augment, multilabel, sensitivity
+from rsec.modes.scenes import scenes_mode
+from rsec.data import scene_rules
 from rsec.data import scenes
 from rsec.training.checkpoint import Checkpointer
 
@@ -39,7 +40,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   cfg_lib.check(c, "segmentation.width", type_=int, low=2)
   cfg_lib.check(c, "segmentation.stuff_swap", type_=float, low=0, high=1)
   cfg_lib.check(c, "augment.fraction", type_=float, low=0, high=1, low_exclusive=True)
-  cfg_lib.check(c, "augment.source", type_=str, choices=S.SOURCES)
+  cfg_lib.check(c, "augment.source", type_=str, choices=sensitivity.SOURCES)
   cfg_lib.check(c, "augment.mode", type_=str, choices=("offline", "online"))
   if c.augment.mode == "online" and c.augment.source != "oracle":
     raise ValueError("config.augment.mode='online' removes objects inside the train step "
@@ -48,26 +49,26 @@ def validate(c: ml_collections.ConfigDict) -> None:
   cfg_lib.check(c, "eval_batch_size", type_=int, low=1)
   cfg_lib.check(c, "remover_workdir", type_=str)
   if not c.sources:
-    raise ValueError(f"config.sources must name at least one removal source of {S.SOURCES}")
+    raise ValueError(f"config.sources must name at least one removal source of {sensitivity.SOURCES}")
   for s in c.sources:
-    if s not in S.SOURCES:
+    if s not in sensitivity.SOURCES:
       raise ValueError(f"config.sources: unknown removal source {s!r}; expected one of "
-                       f"{S.SOURCES}")
+                       f"{sensitivity.SOURCES}")
   if c.classifier.batch_size > c.data.train_size:
     raise ValueError(f"config.classifier.batch_size={c.classifier.batch_size} is larger than "
                      f"config.data.train_size={c.data.train_size}")
-  rules = R.rules_from_config(c.data.rules)
-  R.make_tables(rules)
+  rules = scene_rules.rules_from_config(c.data.rules)
+  scene_rules.make_tables(rules)
   for name in c.context_classes:
-    if name not in R.THINGS:
+    if name not in scene_rules.THINGS:
       raise ValueError(f"config.context_classes: unknown class {name!r}; expected some of "
-                       f"{R.THINGS}")
+                       f"{scene_rules.THINGS}")
   if c.context_classes:
-    S.check_context_classes(S.context_table(rules), _context_classes(c))
+    sensitivity.check_context_classes(sensitivity.context_table(rules), _context_classes(c))
 
 
 def _context_classes(c):
-  return [R.THINGS.index(n) for n in c.context_classes] or None
+  return [scene_rules.THINGS.index(n) for n in c.context_classes] or None
 
 
 def _remover(c):
@@ -106,8 +107,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   validate(c)
   remover = _remover(c)  # before anything is written
   cfg_lib.check_same_run(workdir, c)  # the classifiers resume from their checkpoints
-  rules = R.rules_from_config(c.data.rules)
-  ctx = S.context_table(rules)
+  rules = scene_rules.rules_from_config(c.data.rules)
+  ctx = sensitivity.context_table(rules)
   io.prepare_workdir(workdir)
   if io.is_chief():
     io.write_text_atomic(os.path.join(workdir, "config.json"), cfg_lib.to_json(c))
@@ -116,13 +117,13 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
                       split("ood", c.data.ood_size))
   aug = None                        # offline: removed copies made once, added to the data
   if c.augment.mode == "offline":
-    aug = S.removal_augment(train, ctx, c.seed, c.augment.fraction,
+    aug = sensitivity.removal_augment(train, ctx, c.seed, c.augment.fraction,
                             source=c.augment.source, remover=remover, dilation=c.dilation)
   states = {"regular": _train(c, "regular", train["image"], train["labels"], workdir)}
   if c.augment.mode == "online":    # fresh oracle removals in every step (context_augment)
     states["augmented"] = _train(
         c, "augmented", train["image"], train["labels"], workdir,
-        perturb=augment.make_context_augment(ctx, c.data.size, c.augment.fraction),
+        perturb=scenes_mode("context_augment", c.data, c.augment.fraction).perturb,
         extra=augment.flatten_layout(train["layout"]))
   else:
     states["augmented"] = _train(c, "augmented",
@@ -131,9 +132,9 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
 
   edited = {}
   for source in c.sources:
-    cases = S.build_cases(test["labels"], ctx, control=source != "oracle",
+    cases = sensitivity.build_cases(test["labels"], ctx, control=source != "oracle",
                           context_classes=_context_classes(c))
-    edited[source] = (cases, S.apply_removals(test, cases, source, remover=remover,
+    edited[source] = (cases, sensitivity.apply_removals(test, cases, source, remover=remover,
                                               dilation=c.dilation))
   results: dict = {k: {} for k in ("map_in_context", "map_out_of_context", "ap_in_context",
                                    "violation_rate", "flip_rate", "s_object_without_context",
@@ -143,11 +144,11 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
     score = multilabel.scores_fn(state)
     predict = lambda x: multilabel.predict(score, x, c.eval_batch_size)  # noqa: E731
     clean = predict(test["image"])
-    results["map_in_context"][name], results["ap_in_context"][name] = S.mean_ap(
+    results["map_in_context"][name], results["ap_in_context"][name] = sensitivity.mean_ap(
         clean, test["labels"])
-    results["map_out_of_context"][name] = S.mean_ap(predict(ood["image"]), ood["labels"])[0]
+    results["map_out_of_context"][name] = sensitivity.mean_ap(predict(ood["image"]), ood["labels"])[0]
     for source, (cases, images) in edited.items():
-      m = S.sensitivity_metrics(clean, cases, predict(images), ctx)
+      m = sensitivity.sensitivity_metrics(clean, cases, predict(images), ctx)
       for key in ("violation_rate", "flip_rate", "s_object_without_context",
                   "s_context_without_object", "bias", "score_change"):
         results[key].setdefault(name, {})[source] = m[key]
@@ -156,8 +157,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   if c.segmentation.steps:
     results["segmentation"] = _segmentation(c, workdir, train, test, ood, aug, edited, ctx)
   results["augmented_examples"] = 0 if aug is None else int(len(aug["labels"]))
-  results["cases"] = {s: {"object": int((cs["kind"] == S.OBJECT).sum()),
-                          "context": int((cs["kind"] == S.CONTEXT).sum())}
+  results["cases"] = {s: {"object": int((cs["kind"] == sensitivity.OBJECT).sum()),
+                          "context": int((cs["kind"] == sensitivity.CONTEXT).sum())}
                       for s, (cs, _) in edited.items()}
   if io.is_chief():
     io.write_json_atomic(os.path.join(workdir, "results.json"), results)
@@ -174,23 +175,21 @@ def _segmentation(c, workdir, train, test, ood, aug, edited, ctx) -> dict:
   data = {"regular": (train["image"], train["semantic"], {})}
   if c.augment.mode == "online":    # context_augment with the oracle's labels behind
     data["augmented"] = (train["image"], train["semantic"], dict(
-        perturb=augment.make_context_augment(ctx, c.data.size, c.augment.fraction,
-                                             semantic_key="label"),
+        perturb=scenes_mode("context_augment", c.data, c.augment.fraction,
+                            semantic_key="label").perturb,
         extra={"targets": train["labels"], **augment.flatten_layout(train["layout"])}))
   else:
     data["augmented"] = (np.concatenate([train["image"], aug["image"]]),
                          np.concatenate([train["semantic"], aug["semantic"]]), {})
   if sc.stuff_swap:                 # diagnostic: things moved onto other scenes' stuff
-    bands = R.make_tables(R.rules_from_config(c.data.rules))["bands"]
     data["stuff_swapped"] = (train["image"], train["semantic"], dict(
-        perturb=augment.make_stuff_swap(bands, c.data.size, sc.stuff_swap,
-                                        semantic_key="label"),
+        perturb=scenes_mode("stuff_swap", c.data, sc.stuff_swap, semantic_key="label").perturb,
         extra=augment.flatten_layout(train["layout"])))
   removals = {}                     # per source: the object cases and their oracle truth
   for source, (cases, images) in edited.items():
-    obj = np.flatnonzero(cases["kind"] == S.OBJECT)
+    obj = np.flatnonzero(cases["kind"] == sensitivity.OBJECT)
     sub = {k: v[obj] for k, v in cases.items()}
-    removals[source] = (sub, images[obj], S.oracle_scenes(test, sub))
+    removals[source] = (sub, images[obj], sensitivity.oracle_scenes(test, sub))
   out = {}
   for i, (name, (x, y, online)) in enumerate(data.items()):
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints", f"segmenter_{name}"),
@@ -206,7 +205,7 @@ def _segmentation(c, workdir, train, test, ood, aug, edited, ctx) -> dict:
     pred_ood = seg.predict(state, ood["image"], c.eval_batch_size)
 
     def per_class(p, t):
-      return {n: float(v) for n, v in zip(R.THINGS + R.STUFF, seg.iou_per_class(p, t))
+      return {n: float(v) for n, v in zip(scene_rules.THINGS + scene_rules.STUFF, seg.iou_per_class(p, t))
               if np.isfinite(v)}
     r = {"miou_in_context": seg.miou(pred, test["semantic"]),
          "miou_out_of_context": seg.miou(pred_ood, ood["semantic"]),

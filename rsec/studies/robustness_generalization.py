@@ -106,7 +106,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
                            latent_dim=int(c.training.manifold.latent_dim) or None)
     learned.load_latent_box(c.vaegan_workdir)
   else:
-    from rsec.manifold.vaegan_setup import validate_vaegan_config
+    from rsec.manifold.train_vaegan import validate_vaegan_config
     validate_vaegan_config(_vaegan_config(c))
 
 

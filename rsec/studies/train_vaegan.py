@@ -18,7 +18,7 @@ from rsec import config as cfg_lib
 from rsec import io, reporting
 from rsec.data.sources import load_classification
 from rsec.manifold import learned
-from rsec.manifold.vaegan_setup import train_vaegans, validate_vaegan_config
+from rsec.manifold.train_vaegan import train_vaegans, validate_vaegan_config
 
 
 def run(config, workdir: str) -> dict:

@@ -87,3 +87,22 @@ def test_stuff_swap_moves_things_onto_another_scene_types_stuff(small_scenes):
     augment.make_stuff_swap(tables["bands"][:1], 32, 0.5)
   with pytest.raises(ValueError, match="prob"):
     augment.make_stuff_swap(tables["bands"], 32, -0.1)
+
+
+@pytest.mark.parametrize("mode", ["context_augment", "stuff_swap"])
+def test_registered_scenes_modes_are_these_perturbations(small_scenes, mode):
+  """TRAINING_MODES' context_augment / stuff_swap (what the SCENES trainers build from a
+  config) edit a batch exactly as the augment functions they wrap."""
+  from configs.train_remover import rules_config
+  from rsec.modes.scenes import scenes_mode
+  rules = R.ContextRules()
+  direct = (augment.make_context_augment(context_table(rules), 32, 0.7) if mode ==
+            "context_augment" else augment.make_stuff_swap(R.make_tables(rules)["bands"], 32,
+                                                          0.7))
+  registered = scenes_mode(mode, {"size": 32, "rules": rules_config()}, 0.7).perturb
+  batch = _batch(small_scenes)
+  a, b = (fn(None, jax.random.key(3), batch) for fn in (direct, registered))
+  for k in ("image", "targets"):
+    np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
+  with pytest.raises(ValueError, match="not a SCENES mode"):
+    scenes_mode("normal", {"size": 32}, 0.5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rsec import parallel
-from rsec.manifold.vaegan_training import (class_sampler, init_vaegan_state, kl_to_prior,
+from rsec.manifold.vaegan_step import (class_sampler, init_vaegan_state, kl_to_prior,
                                            make_vaegan_step)
 from rsec.training.steps import make_multi_step
 from rsec.models.layers_transpose import PatchConvTranspose, transposed_output_size

@@ -14,7 +14,7 @@ from rsec import config as cfg_lib
 from rsec.data.fonts_dataset import theta_range
 from rsec.data import warp
 from rsec.manifold import learned
-from rsec.manifold.vaegan_setup import build_vaegan_state, vaegan_meta
+from rsec.manifold.train_vaegan import build_vaegan_state, vaegan_meta
 from rsec import modes
 from rsec.training.checkpoint import Checkpointer
 from tests.manifold.conftest import make_prototypes
@@ -75,13 +75,13 @@ def test_on_manifold_true_renders_only_inside_the_theta_range(fake_prototypes, m
   The batch's thetas start outside the box on every component, so a mode that skipped
   clipping the origin, or projecting the attack's steps, would render outside it.
   """
-  from rsec.manifold import threats
+  from rsec.manifold import parametrisations
   protos, batch = fake_prototypes
   low, high = theta_range("hard")
   batch = dict(batch, theta=jnp.asarray(np.where(np.arange(6) % 2, high + 0.5, low - 0.5)
                                         [None].repeat(N, 0), jnp.float32))
   rendered = []  # (font, char, theta) of every render, [rows] / [rows, 6]
-  true_manifold = threats.true_manifold
+  true_manifold = parametrisations.true_manifold
 
   def spying_true_manifold(images, lo, hi):
     p = true_manifold(images, lo, hi)
@@ -92,7 +92,7 @@ def test_on_manifold_true_renders_only_inside_the_theta_range(fake_prototypes, m
       return p.to_image(u, o)
     return p._replace(to_image=to_image)
 
-  monkeypatch.setattr(threats, "true_manifold", spying_true_manifold)
+  monkeypatch.setattr(parametrisations, "true_manifold", spying_true_manifold)
   state = small_state()
   m = modes.make_mode(_config("on_manifold_true"), state.apply_fn)
   out = jax.jit(m.perturb)(state.variables, jax.random.key(1), batch)

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 
 from rsec import config as cfg_lib
-from rsec.manifold.vaegan_training import (VAEGANState, class_sampler, init_vaegan_state,
+from rsec.manifold.vaegan_step import (VAEGANState, class_sampler, init_vaegan_state,
                                            make_vaegan_step)
 from rsec.models.vaegan import make_vaegan
 from rsec.training.checkpoint import Checkpointer, global_step

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from rsec.attacks import make_loss, run_attack
 from rsec.attacks.steps import STEPS
-from rsec.manifold import threats
+from rsec.manifold import parametrisations
 
 
 def _common(steps: int, lr: float, loss: str):
@@ -28,15 +28,15 @@ def true_manifold_attack(logits_fn: Callable, key: jax.Array, prototype_images: 
                          lr: float = 0.005, loss: str = "ce", init: str = "random_direction",
                          select: str = "first_success"):
   """zeta on theta0 [B, 6] (font, char [B] fixed), theta in [low, high]; labels = char."""
-  param = threats.true_manifold(prototype_images, low, high)
-  origin = threats.true_origin(font, char, theta0, low, high)
+  param = parametrisations.true_manifold(prototype_images, low, high)
+  origin = parametrisations.true_origin(font, char, theta0, low, high)
   y = origin["char"]
   u, x, info = run_attack(logits_fn, key, origin, y, param, norm="linf", eps=eta,
                           restarts=restarts, init=init, select=select,
                           **_common(steps, lr, loss))
   clean_ok = jnp.argmax(logits_fn(param.to_image(jnp.zeros_like(u), origin)), -1) == y
   info = dict(info, clean_correct=clean_ok,
-              success_valid=threats.on_manifold_success(info, clean_ok),
+              success_valid=parametrisations.on_manifold_success(info, clean_ok),
               theta=origin["theta0"] + u)
   return u, x, info
 
@@ -48,15 +48,15 @@ def learned_manifold_attack(logits_fn: Callable, key: jax.Array, decode: Callabl
                             init: str = "random_direction", select: str = "first_success"):
   """zeta on z0 [B, d] (= mu_enc(x) of class y's encoder), decoded by class y's decoder,
   z kept in [low, high] (the box of encoded latents)."""
-  param = threats.learned_manifold(decode)
-  origin = threats.learned_origin(z0, y, low, high)
+  param = parametrisations.learned_manifold(decode)
+  origin = parametrisations.learned_origin(z0, y, low, high)
   u, x, info = run_attack(logits_fn, key, origin, y, param, norm="linf", eps=eta,
                           restarts=restarts, init=init, select=select,
                           **_common(steps, lr, loss))
   z = origin["z0"] + u
   clean_ok = jnp.argmax(logits_fn(decode(origin["z0"], origin["cls"])), -1) == y
   info = dict(info, clean_correct=clean_ok, z=z,
-              success_valid=threats.on_manifold_success(info, clean_ok, z, bound))
+              success_valid=parametrisations.on_manifold_success(info, clean_ok, z, bound))
   return u, x, info
 
 
@@ -65,8 +65,8 @@ def deformation_attack(logits_fn: Callable, key: jax.Array, x0: jax.Array, y: ja
                        lr: float = 0.005, loss: str = "ce", init: str = "random_direction",
                        select: str = "first_success"):
   """u = theta - identity on images x0 [B, H, W, C], |u| <= eps, theta in [low, high]."""
-  param = threats.deformation(low, high)
+  param = parametrisations.deformation(low, high)
   u, x, info = run_attack(logits_fn, key, x0, y, param, norm="linf", eps=eps,
                           restarts=restarts, init=init, select=select,
                           **_common(steps, lr, loss))
-  return u, x, dict(info, success_valid=info["success"], theta=threats.IDENTITY + u)
+  return u, x, dict(info, success_valid=info["success"], theta=parametrisations.IDENTITY + u)
