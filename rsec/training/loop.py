@@ -249,18 +249,19 @@ def run_loop(state: Any, step: Callable, data: Mapping[str, np.ndarray], sampler
     at_checkpoint = checkpointer is not None and (end % checkpoint_every == 0
                                                   or end == num_steps)
     at_eval = evaluator is not None and (end % evaluator.every == 0 or end == num_steps)
+    row = {}
     # Log windows also close at checkpoints, so a run resumed from one logs the same rows.
-    if writer is not None and (end // log_every > s // log_every or end == num_steps
-                               or at_checkpoint):
-      writer.write(end, {f"{prefix}/{n}": float(np.mean(np.concatenate(v)))
-                         for n, v in acc.items() if n != "finite"})
+    if end // log_every > s // log_every or end == num_steps or at_checkpoint:
+      row = {f"{prefix}/{n}": float(np.mean(np.concatenate(v)))
+             for n, v in acc.items() if n != "finite"}
       acc = {}
     if at_eval:
       out = jax.device_get(evaluator.fn(inner(state)))
       state = state.replace(best=state.best.update(
           evaluator.select(inner(state)), jnp.asarray(out["score"], jnp.float32), end))
-      if writer is not None:
-        writer.write(end, {f"eval/{n}": float(np.mean(v)) for n, v in out.items()})
+      row.update({f"eval/{n}": float(np.mean(v)) for n, v in out.items()})
+    if writer is not None and row:
+      writer.write(end, row)
     bar.update(n_valid)
     bar.set_postfix(loss=f"{np.mean(metrics['loss'][:n_valid]):.3f}", refresh=False)
     s = end

@@ -1,5 +1,7 @@
 """The one loop's stack features: per-model index sets under vmap, soft-label targets,
 held-out selection of the best parameters per stacked model (and its resume)."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 
 from rsec.training import stack as stack_lib
 from rsec.training.checkpoint import Checkpointer
+from rsec.training.metrics import MetricWriter
 from rsec.training.loop import (EpochSampler, Evaluator, IndexSetSampler, NonFiniteError,
                                 fit, run_loop)
 from rsec.training.steps import make_train_step
@@ -91,8 +94,14 @@ def test_evaluator_keeps_best_per_model_and_resumes(tmp_path):
   init = lambda: stack_lib.stack([small_state(lr=0.05, seed=0), small_state(lr=0.05, seed=1)])
   kw = dict(key=jax.random.key(0), steps_per_call=2, progress=False)
   history = []
-  ref, stats = run_loop(init(), step, data, sampler, num_steps=12,
+  writer = MetricWriter(str(tmp_path / "log"))
+  ref, stats = run_loop(init(), step, data, sampler, num_steps=12, writer=writer, log_every=4,
                         evaluator=_stack_evaluator(data, history), **kw)
+  writer.close()
+  rows = [json.loads(l) for l in open(tmp_path / "log" / "metrics.jsonl")]
+  assert [r["step"] for r in rows if "eval/score" in r] == [3, 6, 9, 12]
+  # one row per step: train windows close at the first chunk end past a multiple of 4
+  assert [r["step"] for r in rows] == [3, 5, 6, 8, 9, 12]
   scores = np.stack(history)                                   # [evaluations, models]
   assert scores.shape == (4, 2)                                # steps 3, 6, 9, 12
   best = jax.device_get(stats.best)
