@@ -1,4 +1,5 @@
-r"""Robustness evaluation of a trained classifier: attacks, worst case, eps curve, sanity.
+r"""The study behind `experiments.attack_eval` (its `run`):
+Robustness evaluation of a trained classifier: attacks, worst case, eps curve, sanity.
 
 python -m experiments.attack_eval --config=configs/attack_eval.py:quick \
     --config.classifier_workdir=workdirs/train_classifier --workdir=workdirs/attack_eval

@@ -1,4 +1,5 @@
-r"""Context sensitivity of scene classifiers, and removal-based augmentation (classification).
+r"""The study behind `experiments.context_sensitivity` (its `run`):
+Context sensitivity of scene classifiers, and removal-based augmentation (classification).
 
 python -m experiments.context_sensitivity --config=configs/context_sensitivity.py:quick \
     --workdir=/tmp/rsec/context

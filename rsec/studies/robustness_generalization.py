@@ -1,4 +1,5 @@
-r"""Robustness vs generalization on FONTS: the four claims of Stutz et al. (CVPR 2019).
+r"""The study behind `experiments.robustness_generalization` (its `run`):
+Robustness vs generalization on FONTS: the four claims of Stutz et al. (CVPR 2019).
 
 python -m experiments.robustness_generalization \
     --config=configs/robustness_generalization.py:quick --workdir=/tmp/rsec/rg

@@ -1,4 +1,5 @@
-r"""Train and evaluate a classifier (default: the paper's CNN on FONTS-hard).
+r"""The study behind `experiments.train_classifier` (its `run`):
+Train and evaluate a classifier (default: the paper's CNN on FONTS-hard).
 
 python -m experiments.train_classifier --config=configs/train_classifier.py:quick \
     --workdir=/tmp/rsec/train_classifier [--config.training.epochs=2]

@@ -1,4 +1,5 @@
-r"""Train the object remover (in-painter + weakly supervised mask generator) on SCENES.
+r"""The study behind `experiments.train_remover` (its `run`):
+Train the object remover (in-painter + weakly supervised mask generator) on SCENES.
 
 python -m experiments.train_remover --config=configs/train_remover.py:quick \
     --workdir=/tmp/rsec/train_remover

@@ -1,4 +1,5 @@
-r"""Train the class-specific and class-agnostic VAE-GANs (learned manifolds) on FONTS.
+r"""The study behind `experiments.train_vaegan` (its `run`):
+Train the class-specific and class-agnostic VAE-GANs (learned manifolds) on FONTS.
 
 python -m experiments.train_vaegan --config=configs/train_vaegan.py:quick \
     --workdir=/tmp/rsec/vaegan
