@@ -138,7 +138,9 @@ def test_entry_point_multihost_flag_matches_one_process(tmp_path):
     assert p.returncode == 0, log[-3000:]
   a, b = (json.load(open(os.path.join(d, "results.json"))) for d in (single, multi))
   assert (a["devices"], b["devices"]) == (2, 4) and a["steps"] == b["steps"] == 20
-  assert a["test_accuracy"] == b["test_accuracy"] and a["test_loss"] == b["test_loss"]
+  # Evaluation sums per-device partials on the fast path: loss equal to float rounding.
+  assert a["test_accuracy"] == b["test_accuracy"]
+  assert abs(a["test_loss"] - b["test_loss"]) <= 1e-6 * abs(a["test_loss"])
   pa, pb = (jax_params(restore_classifier(d)[0]) for d in (single, multi))
   assert len(pa) == len(pb) > 4
   for x, y in zip(pa, pb):
