@@ -1,12 +1,7 @@
-r"""The study behind `experiments.attack_eval` (its `run`):
-Robustness evaluation of a trained classifier: attacks, worst case, eps curve, sanity.
+"""Robustness evaluation of a trained classifier: attacks, worst case, eps curve, sanity.
 
-python -m experiments.attack_eval --config=configs/attack_eval.py:quick \
-    --config.classifier_workdir=workdirs/train_classifier --workdir=workdirs/attack_eval
-
-Writes config.json, results.json (clean_accuracy, robust_accuracy/*, success_rate/*,
-success_rate_any/*, mean_{l1,l2,linf}/*, curve), report.md, robust_vs_eps.png and
-examples.png.
+The library behind `experiments.attack_eval` (its command line, presets and outputs are in
+that module's docstring); `run(config, workdir)` is what it calls.
 """
 from __future__ import annotations
 

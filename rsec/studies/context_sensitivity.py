@@ -1,13 +1,7 @@
-r"""The study behind `experiments.context_sensitivity` (its `run`):
-Context sensitivity of scene classifiers, and removal-based augmentation (classification).
+"""Context sensitivity of scene classifiers, and removal-based augmentation (classification).
 
-python -m experiments.context_sensitivity --config=configs/context_sensitivity.py:quick \
-    --workdir=/tmp/rsec/context
-
-Writes config.json, checkpoints/{regular,augmented} (resumable), results.json
-(map_in_context, map_out_of_context, violation_rate, flip_rate, s_object_without_context,
-s_context_without_object, bias, score_change, artifact_control per model and removal
-source), report.md, score_change.png, violation_rate.png and removals.png.
+The library behind `experiments.context_sensitivity` (its command line, presets and outputs are in
+that module's docstring); `run(config, workdir)` is what it calls.
 """
 from __future__ import annotations
 
@@ -50,7 +44,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   cfg_lib.check(c, "eval_batch_size", type_=int, low=1)
   cfg_lib.check(c, "remover_workdir", type_=str)
   if not c.sources:
-    raise ValueError(f"config.sources must name at least one removal source of {sensitivity.SOURCES}")
+    raise ValueError("config.sources must name at least one removal source of "
+                     f"{sensitivity.SOURCES}")
   for s in c.sources:
     if s not in sensitivity.SOURCES:
       raise ValueError(f"config.sources: unknown removal source {s!r}; expected one of "
@@ -147,7 +142,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
     clean = predict(test["image"])
     results["map_in_context"][name], results["ap_in_context"][name] = sensitivity.mean_ap(
         clean, test["labels"])
-    results["map_out_of_context"][name] = sensitivity.mean_ap(predict(ood["image"]), ood["labels"])[0]
+    results["map_out_of_context"][name] = sensitivity.mean_ap(predict(ood["image"]),
+                                                              ood["labels"])[0]
     for source, (cases, images) in edited.items():
       m = sensitivity.sensitivity_metrics(clean, cases, predict(images), ctx)
       for key in ("violation_rate", "flip_rate", "s_object_without_context",
@@ -206,7 +202,8 @@ def _segmentation(c, workdir, train, test, ood, aug, edited, ctx) -> dict:
     pred_ood = seg.predict(state, ood["image"], c.eval_batch_size)
 
     def per_class(p, t):
-      return {n: float(v) for n, v in zip(scene_rules.THINGS + scene_rules.STUFF, seg.iou_per_class(p, t))
+      names = scene_rules.THINGS + scene_rules.STUFF
+      return {n: float(v) for n, v in zip(names, seg.iou_per_class(p, t))
               if np.isfinite(v)}
     r = {"miou_in_context": seg.miou(pred, test["semantic"]),
          "miou_out_of_context": seg.miou(pred_ood, ood["semantic"]),

@@ -1,13 +1,7 @@
-r"""The study behind `experiments.robustness_generalization` (its `run`):
-Robustness vs generalization on FONTS: the four claims of Stutz et al. (CVPR 2019).
+"""Robustness vs generalization on FONTS: the four claims of Stutz et al. (CVPR 2019).
 
-python -m experiments.robustness_generalization \
-    --config=configs/robustness_generalization.py:quick --workdir=/tmp/rsec/rg
-
-Writes config.json, vaegan/ (unless config.vaegan_workdir names one), cells/<cell>/ (one
-trained classifier each, resumable: a rerun skips finished cells), study.json (distances
-of one normal model's adversarial examples), results.json (per-mode tables and `claims`),
-report.md and PNG figures.
+The library behind `experiments.robustness_generalization` (its command line, presets
+and outputs are in that module's docstring); `run(config, workdir)` is what it calls.
 """
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
-r"""The study behind `experiments.train_classifier` (its `run`):
-Train and evaluate a classifier (default: the paper's CNN on FONTS-hard).
+"""Train and evaluate a classifier (default: the paper's CNN on FONTS-hard).
 
-python -m experiments.train_classifier --config=configs/train_classifier.py:quick \
-    --workdir=/tmp/rsec/train_classifier [--config.training.epochs=2]
-
-Writes config.json, metrics.jsonl, TensorBoard events, checkpoints/ (a rerun resumes),
-results.json, report.md, samples.png and curves.png into the workdir.
+The library behind `experiments.train_classifier` (its command line, presets and outputs are in
+that module's docstring); `run(config, workdir)` is what it calls.
 """
 from __future__ import annotations
 

@@ -1,12 +1,7 @@
-r"""The study behind `experiments.train_remover` (its `run`):
-Train the object remover (in-painter + weakly supervised mask generator) on SCENES.
+"""Train the object remover (in-painter + weakly supervised mask generator) on SCENES.
 
-python -m experiments.train_remover --config=configs/train_remover.py:quick \
-    --workdir=/tmp/rsec/train_remover
-
-Writes config.json, metrics.jsonl, TensorBoard events, checkpoints/ (classifier_mask,
-classifier_eval, inpainter, mask_generator; a rerun resumes), results.json, report.md,
-removals.png (original / GT mask / generated mask / oracle) and scenes.png.
+The library behind `experiments.train_remover` (its command line, presets and outputs are in
+that module's docstring); `run(config, workdir)` is what it calls.
 """
 from __future__ import annotations
 

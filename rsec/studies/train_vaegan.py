@@ -1,12 +1,7 @@
-r"""The study behind `experiments.train_vaegan` (its `run`):
-Train the class-specific and class-agnostic VAE-GANs (learned manifolds) on FONTS.
+"""Train the class-specific and class-agnostic VAE-GANs (learned manifolds) on FONTS.
 
-python -m experiments.train_vaegan --config=configs/train_vaegan.py:quick \
-    --workdir=/tmp/rsec/vaegan
-
-Writes config.json, metrics.jsonl, TensorBoard events, checkpoints/ (a rerun resumes),
-latent_box.npz (per-class box of encoded training latents), results.json (test
-reconstruction errors per class), report.md, reconstructions.png and samples.png.
+The library behind `experiments.train_vaegan` (its command line, presets and outputs are in
+that module's docstring); `run(config, workdir)` is what it calls.
 """
 from __future__ import annotations
 
