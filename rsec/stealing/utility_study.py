@@ -97,8 +97,10 @@ def _classifier_config(c, mode: str):
   return k
 
 
-def _train(c, mode: str, workdir: str):
-  """train_classifier into `workdir` (resumes; a finished run is only restored)."""
+def train_or_restore(c, mode: str, workdir: str):
+  """train_classifier of `c.classifier` in training mode `mode` into `workdir` (resumes;
+  a finished run is only restored); `c` also gives seed, outlier_characters and
+  outlier_weight (for the outlier-exposure victim). Returns the trained state."""
   from rsec.studies import train_classifier
   from rsec.training.classifier import restore_classifier
   if not os.path.exists(os.path.join(workdir, "results.json")):
@@ -116,10 +118,10 @@ def run_study(c: ml_collections.ConfigDict, workdir: str, progress: bool = True
   validate_config(c)
   victim_dir = c.victim_workdir or os.path.join(workdir, "victim")
   victim_state = (restore_classifier(victim_dir)[0] if c.victim_workdir
-                  else _train(c, "normal", victim_dir))
-  oe_state = _train(c, "outlier_exposure", os.path.join(workdir, "oe_victim"))
+                  else train_or_restore(c, "normal", victim_dir))
+  oe_state = train_or_restore(c, "outlier_exposure", os.path.join(workdir, "oe_victim"))
   mis_dir = os.path.join(workdir, "misinformation")
-  _train(c, "misinformation", mis_dir)
+  train_or_restore(c, "misinformation", mis_dir)
   misinformation = load_misinformation_model(mis_dir)
 
   data_cfg = ml_collections.ConfigDict(c.classifier.data.to_dict())

@@ -206,6 +206,11 @@ class Victim:
   def queries_used(self) -> int:
     return self.budget.used
 
+  @property
+  def output_mode(self) -> str:
+    """The output mode's name (as `VictimClient.output_mode`)."""
+    return self.output.name
+
   def respond(self, x: np.ndarray, first_index: int = 0,
               fields: tuple[str, ...] = ("posterior", "defended", "outputs")
               ) -> dict[str, np.ndarray]:
