@@ -77,12 +77,19 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
           "mad_random": {"eps": (0.5,)},
           "mad_identity": {"eps": (0.5,)},
           "mad_argmin": {"eps": (0.5,)},
+      }),
+      # The same, on the outlier-exposure victim (trained to give near-uniform posteriors
+      # outside its classes): Adaptive Misinformation's victim, and MAD's with calibrated
+      # out-of-distribution answers ('none': that victim undefended, the baseline).
+      oe_grid=ml_collections.ConfigDict({
+          "none": {},
+          "mad": {"eps": (0.05, 0.1, 0.2, 0.3, 0.5)},
           "adaptive_misinformation": {"tau": (0.5, 0.7, 0.9)},
       }),
       # The defence-aware attacker: each query repeated, answers averaged.
       repeat_defences=("logit_noise", "simplex_noise"), repeats=5,
       repeat_key_modes=("content", "index")))
-  c.transfer = ml_collections.ConfigDict(dict(eps=0.2, steps=20, num_examples=500))
+  c.transfer = ml_collections.ConfigDict(dict(eps=0.1, steps=20, num_examples=500))
   c.progress = True
 
   if preset == "quick":
@@ -91,7 +98,7 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     c.victim_budget = 10_000
     c.pool_size, c.fidelity_size = 12_000, 1_000
     c.budgets = (1_000, 3_000, 10_000)
-    c.knockoff.steps = 1500
+    c.knockoff.steps = 1000
     c.undefended.runs = ("same/random/probs", "natural/random/probs", "noise/random/probs",
                          "natural/random/argmax", "natural/adaptive/probs")
     c.jbda.variants = ("jbtopk",)
@@ -100,7 +107,9 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
     g = c.defences.grid
     g.rounding.decimals, g.topk.k, g.high_confidence.cutoff = (1,), (1,), (0.5,)
     g.reverse_sigmoid.beta, g.logit_noise.sigma, g.simplex_noise.eps = (0.2,), (2.0,), (0.5,)
-    g.mad.eps, g.mad_argmax.eps, g.adaptive_misinformation.tau = (0.25, 0.5), (0.5,), (0.7,)
+    g.mad.eps, g.mad_argmax.eps = (0.5,), (0.5,)
+    c.defences.oe_grid.mad.eps = (0.2, 0.3)
+    c.defences.oe_grid.adaptive_misinformation.tau = (0.7,)
     c.defences.repeat_defences = ("logit_noise",)
     c.transfer.num_examples = 200
   return c

@@ -20,7 +20,9 @@ COUNTS = {
     "attack-API cases": ["tests/attacks/test_bad_inputs.py::"],
     "experiment-config cases": [
         "tests/experiments/test_robustness_generalization.py::test_bad_input_fails_before_any_training",
-        "tests/experiments/test_context_sensitivity.py::test_bad_input_fails_before_any_work"],
+        "tests/experiments/test_context_sensitivity.py::test_bad_input_fails_before_any_work",
+        "tests/experiments/test_model_stealing.py::"
+        "test_bad_configs_are_refused_before_anything_is_written"],
 }
 
 

@@ -11,6 +11,7 @@ own budget, never the victim's test set.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import jax
@@ -85,17 +86,54 @@ def augment(shift: int):
   return perturb
 
 
+@functools.cache
+def _train_step(shift: int):
+  """One model's step with augmentation; cached so repeated runs reuse its compilation."""
+  return make_train_step(perturb=augment(shift))
+
+
+@functools.cache
+def _stack_step(shift: int):
+  return stack_lib.vmap_step(_train_step(shift))
+
+
+@functools.cache
+def _model_and_optimizer(arch: str, num_classes: int, learning_rate: float,
+                         weight_decay: float, steps: int):
+  """Cached, so states built for equal settings have equal static fields (`apply_fn`,
+  `tx`) and reuse each other's compiled steps."""
+  schedule = optax.cosine_decay_schedule(learning_rate, max(1, steps))
+  tx = optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(schedule))
+  return make_model(arch, num_classes), tx
+
+
 def fresh_state(spec: KnockoffSpec, num_classes: int, input_shape: tuple[int, ...],
                 key: jax.Array):
-  model = make_model(spec.arch, num_classes)
-  schedule = optax.cosine_decay_schedule(spec.learning_rate, max(1, spec.steps))
-  tx = optax.chain(optax.add_decayed_weights(spec.weight_decay), optax.adam(schedule))
+  """A randomly initialised model (from `key`) with Adam, weight decay and a cosine
+  learning-rate decay over `spec.steps`."""
+  model, tx = _model_and_optimizer(spec.arch, num_classes, spec.learning_rate,
+                                   spec.weight_decay, spec.steps)
   return create_train_state(model, tx, key, (1,) + tuple(input_shape))
+
+
+@functools.cache
+def _agreement(apply_fn):
+  """jit: per-model share [M] of masked rows where the model's argmax is the target."""
+  @jax.jit
+  def agreement(variables, x, y, mask):
+    pred = jax.vmap(lambda v, xm: apply_fn(v, xm, train=False).argmax(-1))(variables, x)
+    return jnp.sum((pred == y) * mask, axis=1) / jnp.maximum(mask.sum(1), 1.0)
+  return agreement
+
+
+@functools.cache
+def _stack_logits(apply_fn):
+  return jax.jit(lambda v, xb: jax.vmap(lambda vm: apply_fn(vm, xb, train=False))(v))
 
 
 def predict_stack(apply_fn, variables: Any, x: np.ndarray, batch: int = 500) -> np.ndarray:
   """Logits [M, N, K] of a stack of M models (variables with leaves [M, ...]) on x [N, ...]."""
-  fn = jax.jit(lambda v, xb: jax.vmap(lambda vm: apply_fn(vm, xb, train=False))(v))
+  fn = _stack_logits(apply_fn)
   outs = parallel.predict_batches(lambda xb: jnp.moveaxis(fn(variables, xb), 0, 1), (x,),
                                   batch)
   return np.moveaxis(outs, 0, 1)
@@ -117,7 +155,7 @@ def train_stack(spec: KnockoffSpec, num_classes: int, data: dict[str, np.ndarray
   shape = data["image"].shape[1:]
   states = [fresh_state(spec, num_classes, shape, k) for k in init_keys]
   state = stack_lib.stack(states)
-  step = stack_lib.vmap_step(make_train_step(perturb=augment(spec.shift)))
+  step = _stack_step(spec.shift)
   sampler = IndexSetSampler(list(train_sets), spec.batch_size, seed=0)
   held = max(1, max(len(h) for h in heldout_sets))
   rows = np.stack([np.resize(h, held) if len(h) else np.zeros(held, np.int64)
@@ -126,15 +164,11 @@ def train_stack(spec: KnockoffSpec, num_classes: int, data: dict[str, np.ndarray
   x_held = jnp.asarray(data["image"][rows])
   y_held = jnp.asarray(data["label"][rows].argmax(-1))
   apply_fn = states[0].apply_fn
-
-  @jax.jit
-  def agreement(variables):
-    pred = jax.vmap(lambda v, x: apply_fn(v, x, train=False).argmax(-1))(variables, x_held)
-    hits = jnp.sum((pred == y_held) * mask, axis=1)
-    return hits / jnp.maximum(mask.sum(1), 1.0)
+  agreement = _agreement(apply_fn)
 
   def evaluate(st):
-    score = agreement({"params": st.params, "batch_stats": st.batch_stats})
+    variables = {"params": st.params, "batch_stats": st.batch_stats}
+    score = agreement(variables, x_held, y_held, jnp.asarray(mask))
     # A model without held-out rows keeps its last parameters (score rises each time).
     score = jnp.where(jnp.asarray(mask.sum(1) > 0), score, st.step.astype(jnp.float32))
     return {"score": score}
@@ -170,7 +204,7 @@ class OnlineKnockoff:
     batch = max(batch - batch % parallel.data_mesh().devices.size, 0)
     if batch == 0:
       return
-    step = make_train_step(perturb=augment(self.spec.shift))
+    step = _train_step(self.spec.shift)
     start = int(jax.device_get(self.state.step))
     self.state, _ = run_loop(self.state, step, {"image": x, "label": targets},
                              EpochSampler(len(x), batch, seed=start), key=self.key,

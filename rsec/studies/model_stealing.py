@@ -13,6 +13,7 @@ cached in `streams/` (pool indices or images, and the answers).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import zlib
 from typing import Any
@@ -55,14 +56,21 @@ def parse_run(run: str) -> tuple[str, str, str]:
   return qs, strategy, labels
 
 
-def defence_cells(c) -> list[tuple[str, str, Any]]:
-  """(defence, setting, value) of every defence-grid point (setting '' for none)."""
+# The defence grids: which victim each defends (`config.defences.<grid>`).
+DEFENCE_GRIDS = {"grid": "plain", "oe_grid": "oe"}
+
+
+def defence_cells(c) -> list[tuple[str, str, str, Any]]:
+  """(victim, defence, setting, value) of every defence-grid point (setting '' for a
+  defence without settings); victim 'plain' (the victim) or 'oe' (the outlier-exposure
+  victim: Adaptive Misinformation's, and MAD's with calibrated OOD posteriors)."""
   out = []
-  for name, settings in c.defences.grid.items():
-    if not settings:
-      out.append((name, "", 0))
-    for setting, values in settings.items():
-      out += [(name, setting, v) for v in values]
+  for key, victim in DEFENCE_GRIDS.items():
+    for name, settings in c.defences[key].items():
+      if not settings:
+        out.append((victim, name, "", 0))
+      for setting, values in settings.items():
+        out += [(victim, name, setting, v) for v in values]
   return out
 
 
@@ -147,28 +155,32 @@ def _check_defences(c) -> None:
   k = len(d.characters)
   ctx = DefenceContext(k, (d.size, d.size, 1), c.classifier.model.name)
   stand_in = AuxModel(lambda v, x, train=False: jnp.zeros((x.shape[0], k)), {})
-  for name, setting, value in defence_cells(c):
+  for victim, name, setting, value in defence_cells(c):
+    where = "config.defences." + ("grid" if victim == "plain" else "oe_grid")
     if name not in DEFENCES:
-      raise ValueError(f"config.defences.grid names an unknown defence {name!r}; expected "
+      raise ValueError(f"{where} names an unknown defence {name!r}; expected "
                        f"one of {DEFENCES.names()}")
+    if name == "adaptive_misinformation" and victim == "plain":
+      raise ValueError("adaptive_misinformation defends the outlier-exposure victim: list it "
+                       "in config.defences.oe_grid, not config.defences.grid")
     if setting and setting not in defence_settings(name):
-      raise ValueError(f"config.defences.grid.{name}.{setting}: defence {name!r} takes "
+      raise ValueError(f"{where}.{name}.{setting}: defence {name!r} takes "
                        f"{defence_settings(name)}")
     extra = ({"misinformation": stand_in} if name == "adaptive_misinformation" else
              {"surrogate": stand_in} if name.startswith("mad") else {})
     try:
       make_defence(name, ctx, **({setting: value} if setting else {}), **extra)
     except ValueError as e:
-      raise ValueError(f"config.defences.grid.{name}: {e}") from None
+      raise ValueError(f"{where}.{name}: {e}") from None
 
 
 # ------------------------------------------------------------------------------- cells
 
 def _cell(grid_name, attack, qs, strategy, labels, budget, seed, defence="none", setting="",
-          value=0, repeats=1, key_mode="content"):
+          value=0, repeats=1, key_mode="content", victim="plain"):
   return dict(grid=grid_name, attack=attack, query_set=qs, strategy=strategy, labels=labels,
               budget=budget, seed=seed, defence=defence, setting=setting, value=value,
-              repeats=repeats, key_mode=key_mode)
+              repeats=repeats, key_mode=key_mode, victim=victim)
 
 
 def make_cells(c) -> list[dict]:
@@ -191,15 +203,15 @@ def make_cells(c) -> list[dict]:
     cells += [_cell("undefended", v, "same", "jacobian", labels, b, 0, key_mode=km)
               for b in budgets]
   d = c.defences
-  for name, setting, value in defence_cells(c):
-    point = dict(defence=name, setting=setting, value=value, key_mode=km)
+  for victim, name, setting, value in defence_cells(c):
+    point = dict(defence=name, setting=setting, value=value, key_mode=km, victim=victim)
     for labels in d.attackers:
       cells.append(_cell("defences", "knockoff", d.query_set, d.strategy, labels, big, 0,
                          **point))
     for v in d.jbda:
       labels = "argmax" if jbda_lib.VARIANT_LABELS[v] == "argmax" else "probs"
       cells.append(_cell("defences", v, "same", "jacobian", labels, big, 0, **point))
-    if name in d.repeat_defences:
+    if name in d.repeat_defences and victim == "plain":
       for mode in d.repeat_key_modes:
         cells.append(_cell("defences", "knockoff", d.query_set, d.strategy, "probs", big, 0,
                            **dict(point, key_mode=mode), repeats=d.repeats))
@@ -234,18 +246,33 @@ class Study:
     self.logits_fn = self.victim_state.logits_fn()
     test = load_classification(d, c.seed).test
     self.test_x, self.test_y = test["image"], test["label"]
-    plain = Victim(self.logits_fn, self.shape, chunk=500)
-    self.test_pred = plain.respond(self.test_x, fields=("posterior",))["posterior"].argmax(1)
+    self._labels = {}
+    self.victim_labels = lambda x: self.victim_labels_of("plain", x)
+    self.test_pred = self.victim_labels(self.test_x)
     self.victim_accuracy = float(np.mean(self.test_pred == self.test_y))
-    self.am = None
-    if "adaptive_misinformation" in c.defences.grid:
-      from rsec.stealing.misinformation import load_misinformation_model
+    self.logits = {"plain": self.logits_fn}
+    self.accuracy = {"plain": self.victim_accuracy}
+    if c.defences.oe_grid:
       oe = train_or_restore(c, "outlier_exposure", os.path.join(workdir, "oe_victim"))
+      self.logits["oe"] = oe.logits_fn()
+      self.accuracy["oe"] = float(np.mean(self.victim_labels_of("oe", self.test_x)
+                                          == self.test_y))
+    self.misinformation = None
+    if "adaptive_misinformation" in c.defences.oe_grid:
+      from rsec.stealing.misinformation import load_misinformation_model
       mis_dir = os.path.join(workdir, "misinformation")
       train_or_restore(c, "misinformation", mis_dir)
-      self.am = (oe.logits_fn(), load_misinformation_model(mis_dir))
+      self.misinformation = load_misinformation_model(mis_dir)
     self._pools: dict[tuple[str, int], Any] = {}
+    self._utilities: dict[tuple, dict] = {}
     self.streams_dir = os.path.join(workdir, "streams")
+
+  def victim_labels_of(self, victim: str, x: np.ndarray) -> np.ndarray:
+    """The (undefended) victim's argmax on x [N, ...] (victim 'plain' or 'oe')."""
+    if victim not in self._labels:
+      fn = self.logits_fn if victim == "plain" else self.logits[victim]
+      self._labels[victim] = jax.jit(lambda x: jax.numpy.argmax(fn(x), -1))
+    return parallel.predict_batches(self._labels[victim], (x,), 500)
 
   def pool(self, name: str, seed: int, fidelity: bool = False):
     size = self.c.fidelity_size if fidelity else self.c.pool_size
@@ -259,9 +286,9 @@ class Study:
     c = self.c
     name, setting, value = cell["defence"], cell["setting"], cell["value"]
     params = {setting: value} if setting else {}
-    logits_fn = self.logits_fn
+    logits_fn = self.logits[cell["victim"]]
     if name == "adaptive_misinformation":
-      logits_fn, params["misinformation"] = self.am
+      params["misinformation"] = self.misinformation
     output = LABEL_OUTPUTS[cell["labels"]]
     oparams = {"k": c.outputs.k} if output == "topk" else (
         {"decimals": c.outputs.decimals} if output == "rounded" else {})
@@ -322,13 +349,21 @@ class Study:
         out["leaves"] = s.leaves
     out.update(outputs=s.outputs, output_mode=np.array(s.output_mode),
                queries=np.array(victim.queries_used))
-    if cell["defence"] != "none":
-      r = victim.respond(self.test_x)
-      u = defender_utility(r["posterior"], r["defended"], self.test_y)
-      if cell["defence"] == "adaptive_misinformation":  # the baseline: the ordinary victim
-        u["accuracy_loss"] = self.victim_accuracy - u["accuracy"]
-      out.update({f"utility_{k}": np.array(v) for k, v in u.items()})
+    if cell["grid"] == "defences":
+      out.update({f"utility_{k}": np.array(v) for k, v in self.utility(cell, victim).items()})
     return out
+
+  def utility(self, cell: dict, victim: Victim) -> dict[str, float]:
+    """The defender's utility of the cell's defence point on the victim's test set (once
+    per point: the attackers of one point share it)."""
+    point = (cell["victim"], cell["defence"], cell["setting"], cell["value"], cell["key_mode"])
+    if point not in self._utilities:
+      r = victim.respond(self.test_x, fields=("posterior", "defended"))
+      # accuracy_loss: against the victim the defence runs on; and against the plain one.
+      u = defender_utility(r["posterior"], r["defended"], self.test_y)
+      u["accuracy_loss_vs_plain"] = self.victim_accuracy - u["accuracy"]
+      self._utilities[point] = u
+    return self._utilities[point]
 
   # -------------------------------------------------------------------------- a stack
 
@@ -347,8 +382,19 @@ class Study:
       parts.append(s)
       at += len(s["image"])
     data = {k: np.concatenate([p[k] for p in parts]) for k in ("image", "label")}
+    # Cells whose training data are the same bits (e.g. the argmax attacker against
+    # defences that keep the argmax) train one model, which they then share.
+    first: dict[str, int] = {}
+    twin = []
+    for i, cell in enumerate(cells):
+      n = cell["budget"] // cell["repeats"]
+      rows = offsets[stream_name(cell)] + np.arange(n)
+      digest = hashlib.sha1(data["image"][rows].tobytes() + data["label"][rows].tobytes())
+      twin.append(first.setdefault(digest.hexdigest(), i))
+    trained = sorted(set(twin))
     train_sets, held_sets, keys = [], [], []
-    for cell in cells:
+    for i in trained:
+      cell = cells[i]
       n = cell["budget"] // cell["repeats"]
       rows = offsets[stream_name(cell)] + np.arange(n)
       held = ko.heldout_rows(n, spec.holdout)
@@ -356,29 +402,42 @@ class Study:
       held_sets.append(rows[held])
       keys.append(jax.random.fold_in(jax.random.key(c.seed),
                                      zlib.crc32(grid.cell_name(cell).encode())))
-    ckpt = Checkpointer(os.path.join(stack_dir, "checkpoints"), {"cells": len(cells)})
+    ckpt = Checkpointer(os.path.join(stack_dir, "checkpoints"), {"cells": len(trained)})
     writer = MetricWriter(stack_dir)
     try:
       apply_fn, variables, stats = ko.train_stack(
           spec, self.num_classes, data, train_sets, held_sets, keys,
           key=jax.random.fold_in(jax.random.key(c.seed), 7), checkpointer=ckpt,
-          writer=writer, progress=c.progress, desc=f"{len(cells)} stolen models")
+          writer=writer, progress=c.progress, desc=f"{len(trained)} stolen models")
     finally:
       ckpt.close()
       writer.close()
-    return self._measure(cells, streams, apply_fn, variables, stats)
+    measured = self._measure([cells[i] for i in trained], streams, apply_fn, variables, stats)
+    out = []
+    for i, cell in enumerate(cells):
+      r = dict(measured[trained.index(twin[i])])
+      if twin[i] != i:
+        r["same_answers_as"] = grid.cell_name(cells[twin[i]])
+        r.update(self._utility(streams[stream_name(cell)]))
+      out.append(r)
+    return out
+
+  @staticmethod
+  def _utility(stream: dict) -> dict:
+    return {"defender_" + k[len("utility_"):]: float(v) for k, v in stream.items()
+            if k.startswith("utility_")}
 
   def _measure(self, cells, streams, apply_fn, variables, stats) -> list[dict]:
     c = self.c
     pred = ko.predict_stack(apply_fn, variables, self.test_x).argmax(-1)     # [M, N]
-    fid_query = []
-    for m, cell in enumerate(cells):
-      pool = self.pool(cell["query_set"], cell["seed"], fidelity=True)
-      one = jax.tree.map(lambda a, m=m: a[m:m + 1], variables)
-      mine = ko.predict_stack(apply_fn, one, pool.images)[0].argmax(-1)
-      theirs = parallel.predict_batches(lambda x: self.logits_fn(x).argmax(-1),
-                                        (pool.images,), 500)
-      fid_query.append(float(np.mean(mine == theirs)))
+    fid_query = np.zeros(len(cells))
+    for qs, seed in {(cell["query_set"], cell["seed"]) for cell in cells}:
+      pool = self.pool(qs, seed, fidelity=True)
+      theirs = self.victim_labels(pool.images)
+      mine = ko.predict_stack(apply_fn, variables, pool.images).argmax(-1)
+      for m, cell in enumerate(cells):
+        if (cell["query_set"], cell["seed"]) == (qs, seed):
+          fid_query[m] = float(np.mean(mine[m] == theirs))
     correct = np.flatnonzero(self.test_pred == self.test_y)[:c.transfer.num_examples]
     x_adv = transfer.stack_adversarials(
         apply_fn, variables, self.test_x[correct], self.test_y[correct],
@@ -395,8 +454,7 @@ class Study:
            "heldout_agreement": float(best.score[m]), "selected_step": int(best.step[m]),
            "distinct_queries": cell["budget"] // cell["repeats"],
            "victim_accuracy": self.victim_accuracy}
-      r.update({"defender_" + k[len("utility_"):]: float(v) for k, v in s.items()
-                if k.startswith("utility_")})
+      r.update(self._utility(s))
       out.append(r)
     return out
 
@@ -416,9 +474,15 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   from rsec.studies import model_stealing_report as report
   validate_config(c)
   cfg_lib.check_same_run(workdir, c)
-  if c.victim_workdir:
+  if c.victim_workdir:   # a missing or mismatched victim is refused before writing
     from rsec.training.classifier import restore_classifier
-    restore_classifier(c.victim_workdir)   # a missing victim is refused before writing
+    _, vc = restore_classifier(c.victim_workdir)
+    for key in ("name", "characters", "size", "difficulty"):
+      if vc.data.get(key) != c.classifier.data.get(key):
+        raise ValueError(f"config.victim_workdir holds a victim with data.{key}="
+                         f"{vc.data.get(key)!r}, but config.classifier.data.{key}="
+                         f"{c.classifier.data.get(key)!r} (the query pools and test set "
+                         "are built from it)")
   io.prepare_workdir(workdir)
   if io.is_chief():
     io.write_text_atomic(os.path.join(workdir, "config.json"), cfg_lib.to_json(c))
@@ -426,7 +490,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   cells = make_cells(c)
   rows = grid.run_grid(workdir, cells, stack_by=lambda cell: {"grid": cell["grid"]},
                        run_stack=study.run_stack, progress=c.progress, desc="grids")
-  results = report.summarise(c, rows, study.victim_accuracy, study.white_box_transfer())
+  results = report.summarise(c, rows, study.accuracy, study.white_box_transfer())
   if io.is_chief():
     io.write_json_atomic(os.path.join(workdir, "results.json"), results)
     report.write_report(workdir, c, results, rows)

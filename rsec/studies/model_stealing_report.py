@@ -13,7 +13,9 @@ METRICS = ("accuracy", "ratio", "fidelity_test", "fidelity_query", "transfer_suc
 
 
 def point_label(row: dict) -> str:
-  return row["defence"] + (f"/{row['setting']}={row['value']}" if row["setting"] else "")
+  """'mad/eps=0.5', 'mad@oe/eps=0.2' (on the outlier-exposure victim), 'label'."""
+  return (row["defence"] + ("@oe" if row["victim"] == "oe" else "")
+          + (f"/{row['setting']}={row['value']}" if row["setting"] else ""))
 
 
 def _mean(rows: list[dict]) -> dict:
@@ -24,8 +26,10 @@ def _mean(rows: list[dict]) -> dict:
   return out
 
 
-def summarise(c, rows: list[dict], victim_accuracy: float, white_box: float) -> dict:
-  """The results dict: victim_accuracy, knockoff, jbda, defences, floors, expectations."""
+def summarise(c, rows: list[dict], accuracy: dict[str, float], white_box: float) -> dict:
+  """The results dict: victim_accuracy (and oe_victim_accuracy), knockoff, jbda, defences,
+  floors, expectations. `accuracy`: undefended test accuracy of each victim."""
+  victim_accuracy = accuracy["plain"]
   big, small = c.budgets[-1], c.budgets[0]
   groups = defaultdict(list)
   for r in rows:
@@ -39,16 +43,18 @@ def summarise(c, rows: list[dict], victim_accuracy: float, white_box: float) -> 
   for r in rows:
     if r["grid"] != "defences":
       continue
-    d = defences.setdefault(point_label(r), {"defence": r["defence"]})
+    d = defences.setdefault(point_label(r), {"defence": r["defence"], "victim": r["victim"]})
     d.update(defender_accuracy=r["defender_accuracy"],
-             accuracy_loss=r["defender_accuracy_loss"], flip_rate=r["defender_flip_rate"],
-             mean_l1=r["defender_mean_l1"])
+             accuracy_loss=r["defender_accuracy_loss"],
+             accuracy_loss_vs_plain=r["defender_accuracy_loss_vs_plain"],
+             flip_rate=r["defender_flip_rate"], mean_l1=r["defender_mean_l1"])
     who = (r["labels"] if r["attack"] == "knockoff" else r["attack"])
     if r["repeats"] > 1:
       who = f"repeat{r['repeats']}_{r['key_mode']}"
     d[f"{who}_accuracy"] = r["accuracy"]
     d[f"{who}_fidelity"] = r["fidelity_test"]
-  results = {"victim_accuracy": victim_accuracy, "white_box_transfer": white_box,
+  results = {"victim_accuracy": victim_accuracy,
+             "oe_victim_accuracy": accuracy.get("oe"), "white_box_transfer": white_box,
              "knockoff": knockoff, "jbda": jbda, "defences": defences}
   results["floors"] = _floors(knockoff, defences, big)
   results["expectations"] = _expectations(knockoff, jbda, defences, big, small)
@@ -69,16 +75,26 @@ def _floors(knockoff, defences, big) -> dict:
   if noise is not None:
     out["noise_ratio"] = {"value": noise, "ceiling": FLOORS["noise_ratio"],
                           "met": noise <= FLOORS["noise_ratio"]}
-  base = _get(knockoff, f"natural/random/probs/{big}")
-  mads = [(p["probs_accuracy"], label, p["accuracy_loss"]) for label, p in defences.items()
-          if p["defence"] == "mad" and "probs_accuracy" in p
-          and p["accuracy_loss"] <= FLOORS["mad_loss"]]
-  if base is not None and mads:
-    acc, label, loss = min(mads)
+  # MAD on each victim: the largest drop of the soft knockoff, against that victim
+  # undefended, among the settings that cost the defender <= 1 point.
+  bases = {"plain": _get(knockoff, f"natural/random/probs/{big}"),
+           "oe": defences.get("none@oe", {}).get("probs_accuracy")}
+  for victim, base in bases.items():
+    mads = [(p["probs_accuracy"], label, p["accuracy_loss"]) for label, p in defences.items()
+            if p["defence"] == "mad" and p["victim"] == victim and "probs_accuracy" in p]
+    if base is None or not mads:
+      continue
+    name = "mad_drop" + ("_oe" if victim == "oe" else "")
+    cheap = [m for m in mads if m[2] <= FLOORS["mad_loss"]]
+    if not cheap:
+      out[name] = {"value": None, "floor": FLOORS["mad_drop"], "met": False, "setting": None,
+                   "defender_loss": min(m[2] for m in mads), "undefended": base,
+                   "defended": None}
+      continue
+    acc, label, loss = min(cheap)
     drop = base - acc
-    out["mad_drop"] = {"value": drop, "floor": FLOORS["mad_drop"], "met": drop >= FLOORS["mad_drop"],
-                       "setting": label, "defender_loss": loss, "undefended": base,
-                       "defended": acc}
+    out[name] = {"value": drop, "floor": FLOORS["mad_drop"], "met": drop >= FLOORS["mad_drop"],
+                 "setting": label, "defender_loss": loss, "undefended": base, "defended": acc}
   return out
 
 
@@ -151,7 +167,7 @@ def _figures(workdir: str, c, results: dict, rows: list[dict]) -> None:
   fig, ax = plt.subplots(figsize=(7.5, 4.8))
   by_def = defaultdict(list)
   for label, p in results["defences"].items():
-    by_def[p["defence"]].append(p)
+    by_def[p["defence"] + ("@oe" if p["victim"] == "oe" else "")].append(p)
   big = c.budgets[-1]
   for i, (name, pts) in enumerate(sorted(by_def.items())):
     pts = sorted(pts, key=lambda p: -p["defender_accuracy"])
@@ -205,6 +221,7 @@ def write_report(workdir: str, c, results: dict, rows: list[dict]) -> str:
   d_rows = []
   for label, p in results["defences"].items():
     d_rows.append((label, _fmt(p["defender_accuracy"]), f"{p['accuracy_loss'] * 100:+.2f}",
+                   f"{p['accuracy_loss_vs_plain'] * 100:+.2f}",
                    _fmt(p["mean_l1"]), _fmt(p.get("probs_accuracy")),
                    _fmt(p.get("argmax_accuracy")),
                    ", ".join(f"{k[:-9]} {v:.3f}" for k, v in p.items()
@@ -212,8 +229,10 @@ def write_report(workdir: str, c, results: dict, rows: list[dict]) -> str:
                                  "probs_accuracy", "argmax_accuracy", "defender_accuracy"))))
   f_rows = [(k, _fmt(v["value"]), _fmt(v.get("floor", v.get("ceiling"))),
              "yes" if v["met"] else "**no**",
-             f"{v['setting']} (defender loss {v['defender_loss'] * 100:.2f} pts)"
-             if "setting" in v else "") for k, v in results["floors"].items()]
+             (f"{v['setting']} (defender loss {v['defender_loss'] * 100:.2f} pts)"
+              if v["setting"] else f"no MAD setting within 1 point (least loss "
+              f"{v['defender_loss'] * 100:.2f} pts)") if "setting" in v else "")
+            for k, v in results["floors"].items()]
   e = results["expectations"]
   e_lines = []
   for k, v in e.items():
@@ -256,9 +275,15 @@ def write_report(workdir: str, c, results: dict, rows: list[dict]) -> str:
       "returns the defended posterior) and the argmax attacker (it returns the label), "
       f"plus {c.defences.repeats}-fold repeated queries (answers averaged) against "
       f"{', '.join(c.defences.repeat_defences) or 'none'} with content and index keys. "
-      "Defender accuracy: argmax of the defended posterior on the victim's test set.", "",
+      "Defender accuracy: argmax of the defended posterior on the victim's test set; loss: "
+      "against the undefended victim the defence runs on (`@oe`: the outlier-exposure "
+      "victim, trained with outliers "
+      f"{c.outlier_characters!r}, undefended accuracy "
+      f"{_fmt(results['oe_victim_accuracy'])}), and "
+      "against the plain victim.", "",
       reporting.markdown_table(["defence / setting", "defender accuracy", "loss (pts)",
-                                "mean L1", "soft attacker", "argmax attacker", "others"],
+                                "loss vs the plain victim", "mean L1", "soft attacker",
+                                "argmax attacker", "others"],
                                d_rows), "",
       "![attacker vs defender accuracy](defences.png)", "",
       "## Expectations (measured)", "", *e_lines, "",

@@ -178,6 +178,8 @@ CLI_CASES = [
     ("serve_victim", ["--config.classifier_workdir=/no/such/dir"], "experiments.train_classifier"),
     ("serve_victim", ["--config.defence.name=laplace"], "unknown defence 'laplace'"),
     ("defence_utility", ["--config.grid.mad.eps=-1"], "config.grid.mad: defence eps must be >= 0"),
+    ("model_stealing", ["--config.victim_workdir=/no/such/dir"], "experiments.train_classifier"),
+    ("model_stealing", ["--config.undefended.runs=('natural/random/ranking',)"], "no class scores"),
 ]
 
 

@@ -34,6 +34,7 @@ ENTRY_POINTS = {
     "train_remover": (),
     "serve_victim": ("--config.classifier_workdir={clf}",),
     "defence_utility": (),
+    "model_stealing": (),
 }
 
 # kind -> (argv given the workdir and the entry point's own arguments, what the error

@@ -145,3 +145,25 @@ def test_budget_is_enforced_concurrently_and_survives_a_restart(classifier_workd
       alice.query(_images(1))
   finally:
     stop(proc)
+
+
+def test_a_knockoff_attacker_runs_unchanged_against_the_served_victim(served,
+                                                                       classifier_workdir):
+  """The same random stream through the HTTP client and in process: same answers, and the
+  client's remaining budget is what a too-large request is checked against."""
+  from configs.train_classifier import data_config
+  from rsec.stealing.query_sets import build_pool
+  from rsec.stealing.strategies import collect_random
+  _, url, _ = served
+  pool = build_pool("noise", 40, 0, data_config(1, 1))
+  remote = RemoteVictim(url, "bob")
+  left = remote.budget()["left"]
+  with pytest.raises(ValueError, match=f"answers only {left} more"):
+    collect_random(remote, build_pool("noise", left + 1, 0, data_config(1, 1)), left + 1, 0)
+  assert remote.budget()["left"] == left
+  served_stream = collect_random(remote, pool, 24, seed=5, batch=8)
+  local = collect_random(victim_from_workdir(classifier_workdir, defence=DEFENCE, chunk=8), pool, 24,
+                         seed=5, batch=8)
+  np.testing.assert_array_equal(served_stream.order, local.order)
+  np.testing.assert_array_equal(served_stream.outputs, local.outputs)
+  assert remote.budget()["left"] == left - 24
