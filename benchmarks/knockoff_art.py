@@ -61,10 +61,18 @@ Caveats. PyTorch's OpenMP threads slow down by an order of magnitude or more whe
 processes hold the cores (measured while writing this: one optimizer step of the paper CNN
 at batch 64 took 6 ms with 1 thread and 285 ms with 2 threads on a 2-core box at load
 3.7), so the ART figures are only meaningful on a quiet machine; the load average is
-printed at the start and the end. rsec's `train_stack` compiled its training chunk again
-on every call when this was written (jit(multi), ~4.6 s, plus ~0.8 s for the held-out
-agreement, on that box), and so does each `OnlineKnockoff`: that is inside rsec's times
-and weighs most at small budgets and few steps.
+printed at the start and the end. rsec compiles its training chunk once per stack size
+and settings (the warm-up does it); the held-out agreement recompiles per held-out size
+(~0.1 s), inside rsec's times.
+
+Measured 2026-12-01 (quiet 2-core CPU, torch 2 threads; `--budgets 1000,3000,10000
+--adaptive_budget 1000 --steps 1000`, 8 min 51 s; experiments/reports/
+knockoff_art_benchmark.json): accuracy rsec / ART defaults / ART matched: random .697 /
+.475 / .511 (1k), .856 / .515 / .727 (3k), .887 / .526 / .855 (10k); adaptive (1k) .748 /
+.272 / .350. Time ART / rsec: defaults 2.7x, 12.9x, 48.7x (random), 2.3x (adaptive);
+matched 0.57x, 0.86x, 0.77x (random), 0.80x (adaptive). At matched work both train the
+same CNN for the same examples, and XLA:CPU's paper-CNN step is slower than torch's oneDNN
+one (benchmarks/train_throughput.py); rsec adds augmentation and held-out selection.
 
 Floors (printed met / NOT met): rsec accuracy >= ART accuracy at every budget (each ART
 setting, each strategy); ART time / rsec time >= 1x at matched work for random (each

@@ -7,7 +7,7 @@ A cell is one stolen model: {grid, attack, query_set, strategy, labels, budget, 
 defence, setting, value, repeats, key_mode}. The cells of one grid train together as one
 stack (`rsec.grid.run_grid(stack_by=...)`, `rsec.stealing.knockoff.train_stack`): every
 budget and seed from scratch, for the same steps. What a cell trains on is its *stream*'s
-first `budget / repeats` queries; a stream (the cell without budget and grid) is
+first `budget / repeats` queries; a stream (the cell without its budget) is
 collected once, up to the largest budget, from a fresh victim with `victim_budget`, and
 cached in `streams/` (pool indices or images, and the answers).
 """
@@ -225,7 +225,8 @@ def make_cells(c) -> list[dict]:
 
 
 def stream_name(cell: dict) -> str:
-  return grid.cell_name({k: v for k, v in cell.items() if k not in ("budget", "grid")})
+  """The cell without its budget: the attacker whose first queries the cell trains on."""
+  return grid.cell_name({k: v for k, v in cell.items() if k != "budget"})
 
 
 # ---------------------------------------------------------------------------- the study
@@ -244,13 +245,13 @@ class Study:
     self.victim_state = (restore_classifier(c.victim_workdir)[0] if c.victim_workdir
                          else train_or_restore(c, "normal", victim_dir))
     self.logits_fn = self.victim_state.logits_fn()
+    self.logits = {"plain": self.logits_fn}   # the victims the defences run on
     test = load_classification(d, c.seed).test
     self.test_x, self.test_y = test["image"], test["label"]
-    self._labels = {}
+    self._labels: dict[str, Any] = {}
     self.victim_labels = lambda x: self.victim_labels_of("plain", x)
     self.test_pred = self.victim_labels(self.test_x)
     self.victim_accuracy = float(np.mean(self.test_pred == self.test_y))
-    self.logits = {"plain": self.logits_fn}
     self.accuracy = {"plain": self.victim_accuracy}
     if c.defences.oe_grid:
       oe = train_or_restore(c, "outlier_exposure", os.path.join(workdir, "oe_victim"))
@@ -263,23 +264,23 @@ class Study:
       mis_dir = os.path.join(workdir, "misinformation")
       train_or_restore(c, "misinformation", mis_dir)
       self.misinformation = load_misinformation_model(mis_dir)
-    self._pools: dict[tuple[str, int], Any] = {}
+    self._pools: dict[tuple[str, int, int], Any] = {}
     self._utilities: dict[tuple, dict] = {}
     self.streams_dir = os.path.join(workdir, "streams")
 
   def victim_labels_of(self, victim: str, x: np.ndarray) -> np.ndarray:
     """The (undefended) victim's argmax on x [N, ...] (victim 'plain' or 'oe')."""
     if victim not in self._labels:
-      fn = self.logits_fn if victim == "plain" else self.logits[victim]
+      fn = self.logits[victim]
       self._labels[victim] = jax.jit(lambda x: jax.numpy.argmax(fn(x), -1))
     return parallel.predict_batches(self._labels[victim], (x,), 500)
 
   def pool(self, name: str, seed: int, fidelity: bool = False):
     size = self.c.fidelity_size if fidelity else self.c.pool_size
     s = self.c.pool_seed + seed + (500 if fidelity else 0)
-    if (name, s) not in self._pools:
-      self._pools[(name, s)] = build_pool(name, size, s, self.c.classifier.data)
-    return self._pools[(name, s)]
+    if (name, s, size) not in self._pools:
+      self._pools[(name, s, size)] = build_pool(name, size, s, self.c.classifier.data)
+    return self._pools[(name, s, size)]
 
   def victim(self, cell: dict) -> Victim:
     """A fresh victim (its own budget) for one stream."""
@@ -299,8 +300,8 @@ class Study:
                   model_name=c.classifier.model.name)
 
   def stream(self, cell: dict) -> dict[str, np.ndarray]:
-    """The cell's stream: 'image' [n, ...], 'label' [n, K] targets, plus 'queries' and the
-    defender's utility (collected once, cached in streams/)."""
+    """The cell's stream: 'image' [n, ...], 'label' [n, K] targets and, in the defence
+    grid, the defender's utility ('utility_*'); collected once, cached in streams/."""
     name = stream_name(cell)
     path = os.path.join(self.streams_dir, name + ".npz")
     if os.path.exists(path):
