@@ -133,9 +133,14 @@ REMOVER = Target("train_remover", "configs/train_remover.py:quick", (
                                           "eval")))
 
 
-def _env() -> dict:
+def _env(killed: bool = False) -> dict:
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)  # one CPU device, the same for every run
+  if killed:
+    # A process that may be SIGKILLed reads the shared persistent compilation cache but
+    # never writes it: jax writes an entry in place, so a kill mid-write would leave a
+    # truncated entry that crashes (segfaults) the next process that reads it.
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "1e9"
   return env
 
 
@@ -205,8 +210,9 @@ def run_with_kills(workdir: str, cache_dir: str | None, kills: int, seed: int = 
     restored = (_checkpoint_steps(ckpt) or [0])[-1]
     stale = _inode(metrics)
     t0 = time.time() - 0.01  # mtime resolution: a write this process starts is newer
-    proc = subprocess.Popen(target.command(workdir, cache_dir), cwd=ROOT, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(target.command(workdir, cache_dir), cwd=ROOT,
+                            env=_env(killed=True), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     if len(landed) >= kills:
       _, err = proc.communicate(timeout=600)
       if proc.returncode != 0:
