@@ -109,7 +109,7 @@ def collect_jbda(victim, seeds: np.ndarray, budget: int, variant: str, spec: Kno
   x = np.asarray(seeds[:budget], np.float32)
   outs = ask(victim, x, 1)
   bar = tqdm(total=budget, initial=len(x), desc=variant, disable=not progress, leave=False)
-  rnd = 0
+  rnd, compiled = 0, {}   # rounds of one batch size compile their training once
   while len(x) < budget:
     y = targets_from_outputs(outs, victim.output_mode, labels)
     devices = parallel.data_mesh().devices.size
@@ -120,7 +120,7 @@ def collect_jbda(victim, seeds: np.ndarray, budget: int, variant: str, spec: Kno
     apply_fn, variables, _ = train_stack(
         round_spec, victim.num_classes, {"image": x, "label": y}, [idx], [idx[:0]],
         [jax.random.fold_in(key, 2 * rnd)], key=jax.random.fold_in(key, 2 * rnd + 1),
-        progress=False, desc=f"{variant} round {rnd}")
+        progress=False, desc=f"{variant} round {rnd}", compile_cache=compiled)
     one = jax.tree.map(lambda a: a[0], variables)
     signed = lam * (-1.0 if (rnd // tau) % 2 else 1.0)
     new = np.asarray(jacobian_step(apply_fn, one, jnp.asarray(x), jnp.asarray(y),

@@ -88,7 +88,8 @@ def augment(shift: int):
 
 @functools.cache
 def _train_step(shift: int):
-  """One model's step with augmentation; cached so repeated runs reuse its compilation."""
+  """One model's step with augmentation (one function per shift, so `run_loop`'s
+  compile cache can recognise it)."""
   return make_train_step(perturb=augment(shift))
 
 
@@ -142,7 +143,8 @@ def predict_stack(apply_fn, variables: Any, x: np.ndarray, batch: int = 500) -> 
 def train_stack(spec: KnockoffSpec, num_classes: int, data: dict[str, np.ndarray],
                 train_sets: Sequence[np.ndarray], heldout_sets: Sequence[np.ndarray],
                 init_keys: Sequence[jax.Array], *, key: jax.Array, checkpointer=None,
-                writer=None, progress: bool = True, desc: str = "knockoffs"):
+                writer=None, progress: bool = True, desc: str = "knockoffs",
+                compile_cache: dict | None = None):
   """Trains M = len(train_sets) models from scratch, one per index set.
 
   Args:
@@ -150,6 +152,7 @@ def train_stack(spec: KnockoffSpec, num_classes: int, data: dict[str, np.ndarray
     train_sets / heldout_sets: int row indices into `data` per model (held-out rows select
       the model's parameters by argmax agreement with their targets; empty: the last).
     init_keys: one initialisation key per model.
+    compile_cache: `run_loop`'s (repeated stacks of one shape, e.g. JBDA's rounds).
   Returns (apply_fn, variables with leaves [M, ...] (the selected parameters), FitStats).
   """
   shape = data["image"].shape[1:]
@@ -178,7 +181,7 @@ def train_stack(spec: KnockoffSpec, num_classes: int, data: dict[str, np.ndarray
                           steps_per_call=spec.steps_per_call, checkpointer=checkpointer,
                           checkpoint_every=spec.eval_every, writer=writer,
                           log_every=spec.eval_every, evaluator=evaluator, progress=progress,
-                          desc=desc)
+                          desc=desc, compile_cache=compile_cache)
   return apply_fn, stats.best.tree, stats
 
 
@@ -193,6 +196,7 @@ class OnlineKnockoff:
     self.state = fresh_state(dataclasses.replace(spec, steps=total_steps or spec.steps),
                              num_classes, input_shape, key)
     self.key = jax.random.fold_in(key, 1)
+    self._compiled: dict = {}   # one compiled chunk for every update
     self._logits = jax.jit(lambda v, x: self.state.apply_fn(v, x, train=False))
 
   def logits(self, x: np.ndarray) -> np.ndarray:
@@ -210,4 +214,4 @@ class OnlineKnockoff:
                              EpochSampler(len(x), batch, seed=start), key=self.key,
                              num_steps=start + self.steps,
                              steps_per_call=min(self.steps, self.spec.steps_per_call),
-                             progress=False)
+                             progress=False, compile_cache=self._compiled)

@@ -158,8 +158,8 @@ def run_loop(state: Any, step: Callable, data: Mapping[str, np.ndarray], sampler
              steps_per_call: int = 8, checkpointer: Checkpointer | None = None,
              checkpoint_every: int = 1000, writer: MetricWriter | None = None,
              log_every: int = 100, evaluator: Evaluator | None = None,
-             prefix: str = "train", progress: bool = True, desc: str = "train"
-             ) -> tuple[Any, FitStats]:
+             prefix: str = "train", progress: bool = True, desc: str = "train",
+             compile_cache: dict | None = None) -> tuple[Any, FitStats]:
   """Runs global steps [state.step or the resumed step, num_steps) of `step` on `data`.
 
   Training sets that grow between rounds (adaptive knockoffs, JBDA) are successive calls,
@@ -182,6 +182,9 @@ def run_loop(state: Any, step: Callable, data: Mapping[str, np.ndarray], sampler
       end) of every metric, over steps and stacked models, as '<prefix>/<name>'.
     evaluator: held-out evaluation and per-model selection (`Evaluator`); its metrics are
       logged as 'eval/<name>' and the selection comes back in `FitStats.best`.
+    compile_cache: a dict the caller keeps across calls (rounds of a growing training
+      set with the same `step`): the compiled chunk is reused instead of traced and
+      compiled again each call. None: compiled for this call.
   Raises NonFiniteError (the last good checkpoint kept) when a step was not finite.
   """
   mesh = mesh or parallel.data_mesh()
@@ -210,7 +213,12 @@ def run_loop(state: Any, step: Callable, data: Mapping[str, np.ndarray], sampler
   if start >= num_steps:
     return inner(state), FitStats(0, 0.0, 0.0, state.best if evaluator else None)
 
-  multi = make_multi_step(step, mesh, batch_axis=axis)
+  if compile_cache is None:
+    multi = make_multi_step(step, mesh, batch_axis=axis)
+  else:
+    if (step, mesh, axis) not in compile_cache:
+      compile_cache[(step, mesh, axis)] = make_multi_step(step, mesh, batch_axis=axis)
+    multi = compile_cache[(step, mesh, axis)]
   k = max(1, min(steps_per_call, num_steps))
   cuts = [checkpoint_every] if checkpointer is not None else []
   cuts += [evaluator.every] if evaluator is not None else []

@@ -198,14 +198,9 @@ def _deterministic_grads(state, batch, key, perturb, loss_fn, num_shards, mesh):
       out_specs=P(), check_vma=False)(state.params, state.batch_stats, batch, key)
 
 
-@functools.lru_cache(maxsize=32)
 def make_multi_step(step: Callable, mesh: jax.sharding.Mesh | None = None,
                     batch_axis: int = 1):
   """Compiles `K` steps into one call: `multi(state, batches, base_key, steps, valid)`.
-
-  Cached per (step, mesh, batch_axis): successive `run_loop` calls with the same step
-  function (the rounds of a growing training set: adaptive knockoffs, JBDA) reuse one
-  compiled function instead of tracing and compiling it again each round.
 
   Args (of the returned function):
     batches: pytree with leaves [K, B, ...] (or [K, M, B, ...] for a stack of M models,

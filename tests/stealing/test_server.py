@@ -162,8 +162,8 @@ def test_a_knockoff_attacker_runs_unchanged_against_the_served_victim(served,
     collect_random(remote, build_pool("noise", left + 1, 0, data_config(1, 1)), left + 1, 0)
   assert remote.budget()["left"] == left
   served_stream = collect_random(remote, pool, 24, seed=5, batch=8)
-  local = collect_random(victim_from_workdir(classifier_workdir, defence=DEFENCE, chunk=8), pool, 24,
-                         seed=5, batch=8)
+  local = collect_random(victim_from_workdir(classifier_workdir, defence=DEFENCE, chunk=8),
+                         pool, 24, seed=5, batch=8)
   np.testing.assert_array_equal(served_stream.order, local.order)
   np.testing.assert_array_equal(served_stream.outputs, local.outputs)
   assert remote.budget()["left"] == left - 24
