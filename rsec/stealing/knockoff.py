@@ -190,13 +190,15 @@ class OnlineKnockoff:
   continuing its state) on everything collected so far after each batch of queries."""
 
   def __init__(self, spec: KnockoffSpec, num_classes: int, input_shape: tuple[int, ...],
-               key: jax.Array, steps: int, total_steps: int | None = None):
+               key: jax.Array, steps: int, total_steps: int | None = None,
+               compile_cache: dict | None = None):
     self.spec, self.steps = spec, int(steps)
     # Its learning rate decays over the steps of the whole collection (`total_steps`).
     self.state = fresh_state(dataclasses.replace(spec, steps=total_steps or spec.steps),
                              num_classes, input_shape, key)
     self.key = jax.random.fold_in(key, 1)
-    self._compiled: dict = {}   # one compiled chunk for every update
+    # One compiled chunk for every update (share a dict to reuse it across knockoffs).
+    self._compiled = {} if compile_cache is None else compile_cache
     self._logits = jax.jit(lambda v, x: self.state.apply_fn(v, x, train=False))
 
   def logits(self, x: np.ndarray) -> np.ndarray:
