@@ -13,7 +13,9 @@ import ml_collections
 from configs.train_classifier import get_config as classifier_config
 
 
-def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
+def victims_config(preset: str) -> ml_collections.ConfigDict:
+  """The victim, the outlier-exposure victim and the misinformation model's settings
+  (shared with configs/model_stealing.py)."""
   if preset not in ("quick", "paper"):
     raise ValueError(f"unknown preset {preset!r}; expected 'quick' or 'paper'")
   c = ml_collections.ConfigDict()
@@ -23,6 +25,11 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
   c.classifier.progress = False
   c.outlier_characters = "KLMNOPQRST"        # outlier exposure (the OE victim's training)
   c.outlier_weight = 0.5
+  return c
+
+
+def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
+  c = victims_config(preset)
   c.ood_characters = "UVWXYZ"  # held-out characters: how often Adaptive Misinformation fires
   c.num_examples = 5000        # victim test images the utility is measured on
   c.key_mode = "content"

@@ -20,19 +20,11 @@ import itertools
 
 import ml_collections
 
-from configs.train_classifier import get_config as classifier_config
+from configs.defence_utility import victims_config
 
 
 def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
-  if preset not in ("quick", "paper"):
-    raise ValueError(f"unknown preset {preset!r}; expected 'quick' or 'paper'")
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.victim_workdir = ""        # a train_classifier workdir to reuse; '' trains WORKDIR/victim
-  c.classifier = classifier_config(preset)   # the victim (and AM's OE victim, misinformation)
-  c.classifier.progress = False
-  c.outlier_characters = "KLMNOPQRST"        # Adaptive Misinformation's outlier exposure
-  c.outlier_weight = 0.5
+  c = victims_config(preset)   # seed, victim_workdir, classifier, outlier_* (the OE victim)
   c.victim_budget = 60_000     # queries each attacker may make (a stream's victim)
   c.key_mode = "content"       # randomised defences: per-row keys from content or index
   c.query_batch = 500          # images per query request

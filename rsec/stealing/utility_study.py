@@ -55,22 +55,28 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
 
 
 def _check_cells(c: ml_collections.ConfigDict) -> None:
-  """Builds every cell's defence once on a stand-in victim, so a bad setting is refused
-  (naming its grid key) before anything trains. MAD's surrogate and the misinformation
-  model are stand-ins too: only the settings are checked here."""
+  check_defence_points(c.classifier, cells(c.grid), "config.grid")
+
+
+def check_defence_points(classifier: ml_collections.ConfigDict,
+                         points: list[tuple[str, dict[str, Any]]], where: str) -> None:
+  """Builds every (defence, settings) point once on a stand-in victim of the `classifier`
+  config, so a bad setting is refused (as '<where>.<defence>: ...') before anything trains.
+  MAD's surrogate and the misinformation model are stand-ins too: only the settings are
+  checked here."""
   import jax.numpy as jnp
   from rsec.stealing.defences import AuxModel, DefenceContext, make_defence
-  d = c.classifier.data
+  d = classifier.data
   k = len(d.characters)
-  ctx = DefenceContext(k, (d.size, d.size, 1), c.classifier.model.name)
+  ctx = DefenceContext(k, (d.size, d.size, 1), classifier.model.name)
   stand_in = AuxModel(lambda v, x, train=False: jnp.zeros((x.shape[0], k)), {})
-  for name, settings in cells(c.grid):
+  for name, settings in points:
     extra = ({"misinformation": stand_in} if name == "adaptive_misinformation" else
              {"surrogate": stand_in} if name.startswith("mad") else {})
     try:
       make_defence(name, ctx, **settings, **extra)
     except ValueError as e:
-      raise ValueError(f"config.grid.{name}: {e}") from None
+      raise ValueError(f"{where}.{name}: {e}") from None
 
 
 def cells(grid: ml_collections.ConfigDict) -> list[tuple[str, dict[str, Any]]]:

@@ -156,13 +156,8 @@ def _figures(workdir: str, c, results: dict, rows: list[dict]) -> None:
                 marker="os^vD<>p"[i % 8], ms=4, capsize=2, color=plt.cm.tab10(i % 10), label=run)
   ax.axhline(va, color="k", lw=0.8, ls=":", label=f"victim {va:.3f}")
   ax.set_xscale("log")
-  ax.set_xlabel("budget (queries)")
-  ax.set_ylabel("stolen model accuracy (victim's test set)")
-  ax.set_title("Knockoff accuracy vs budget")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "budget.png"), dpi=120)
-  plt.close(fig)
+  _save(fig, ax, os.path.join(workdir, "budget.png"), "budget (queries)",
+        "stolen model accuracy (victim's test set)", "Knockoff accuracy vs budget", fontsize=7)
 
   fig, ax = plt.subplots(figsize=(7.5, 4.8))
   by_def = defaultdict(list)
@@ -182,13 +177,9 @@ def _figures(workdir: str, c, results: dict, rows: list[dict]) -> None:
     if f"natural/random/{who}/{big}" in ko:
       ax.plot([va], [ko[f"natural/random/{who}/{big}"]["accuracy"]], mk, ms=11, color="k",
               label=f"undefended ({'soft' if who == 'probs' else who})")
-  ax.set_xlabel("defender accuracy")
-  ax.set_ylabel("attacker (knockoff) accuracy")
-  ax.set_title(f"Attacker vs defender accuracy (natural, random, {big} queries)")
-  ax.legend(fontsize=6, ncol=2)
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "defences.png"), dpi=120)
-  plt.close(fig)
+  _save(fig, ax, os.path.join(workdir, "defences.png"), "defender accuracy",
+        "attacker (knockoff) accuracy",
+        f"Attacker vs defender accuracy (natural, random, {big} queries)", fontsize=6, ncol=2)
 
   fig, ax = plt.subplots(figsize=(5.5, 4.5))
   for grid_name, color in (("undefended", "tab:blue"), ("defences", "tab:red")):
@@ -196,12 +187,19 @@ def _figures(workdir: str, c, results: dict, rows: list[dict]) -> None:
     if pts:
       ax.scatter(*zip(*pts), s=14, color=color, label=grid_name)
   ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-  ax.set_xlabel("accuracy")
-  ax.set_ylabel("fidelity (agreement with the victim)")
-  ax.set_title("Fidelity vs accuracy of every stolen model")
-  ax.legend(fontsize=8)
+  _save(fig, ax, os.path.join(workdir, "fidelity.png"), "accuracy",
+        "fidelity (agreement with the victim)", "Fidelity vs accuracy of every stolen model",
+        fontsize=8)
+
+
+def _save(fig, ax, path: str, xlabel: str, ylabel: str, title: str, **legend) -> None:
+  import matplotlib.pyplot as plt
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.legend(**legend)
   fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "fidelity.png"), dpi=120)
+  fig.savefig(path, dpi=120)
   plt.close(fig)
 
 
