@@ -22,6 +22,8 @@ COUNTS = {
         "tests/experiments/test_robustness_generalization.py::test_bad_input_fails_before_any_training",
         "tests/experiments/test_context_sensitivity.py::test_bad_input_fails_before_any_work",
         "tests/experiments/test_model_stealing.py::"
+        "test_bad_configs_are_refused_before_anything_is_written",
+        "tests/experiments/test_reverse_engineering.py::"
         "test_bad_configs_are_refused_before_anything_is_written"],
 }
 

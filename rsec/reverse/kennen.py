@@ -276,7 +276,8 @@ def train_joint(spec: MetaSpec, variables: dict, members: np.ndarray, weights: n
     tree = jax.tree.unflatten(treedef, [batch[f"v{i}"] for i in range(len(names))])
     return inner(state, {"variables": tree, "weights": batch["weights"], "y": batch["y"]}, k)
 
-  params = {"queries": jnp.asarray(queries, jnp.float32), "mlp": mlp_params}
+  # Host copies: the loop donates the state's buffers, and the caller keeps its metamodel.
+  params = {"queries": np.asarray(queries, np.float32), "mlp": jax.tree.map(np.array, mlp_params)}
   tx = _adam(spec)
   state = MetaState(jnp.zeros((), jnp.int32), params, tx.init(params))
   batch = min(spec.batch_size, len(labels))

@@ -3,7 +3,7 @@
 An E split holds out attribute values: its test models have at least one of them, its
 training models none, so the metamodel must extrapolate to values it never saw. The
 splitting attributes are not scored on their own split (their test values have no
-training models); every other attribute is.
+training models), nor are attributes derived from them (`DERIVED`); every other one is.
 """
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ HELD_OUT = {
     "E-opt-bs": {"opt": ("rmsprop",), "bs": ("largest",)},
     "E-size": {"size": ("quarter",)},
 }
+
+
+# Attributes derived from others: not scored where a split holds out one of their sources
+# (the parameter-count bin of a held-out #conv is itself a held-out value).
+DERIVED = {"params": ("act", "ks", "conv", "fc")}
 
 
 class Split(NamedTuple):
@@ -58,7 +63,8 @@ def make_split(name: str, attributes: dict[str, np.ndarray], values: dict[str, t
   if len(train) == 0 or len(test) == 0:
     raise ValueError(f"split {name!r} leaves {len(train)} training and {len(test)} test "
                      f"models; the zoo needs both")
-  scored = tuple(a not in HELD_OUT[name] for a in names)
+  held_out = set(HELD_OUT[name])
+  scored = tuple(a not in held_out and not held_out & set(DERIVED.get(a, ())) for a in names)
   for a, s in zip(names, scored):
     if not s:
       continue

@@ -273,6 +273,10 @@ def load(spec: ZooSpec, workdir: str) -> Zoo:
   diverged = cat["skipped"] > 0
   keep = (cat["accuracy"] >= spec.min_accuracy) & ~diverged
   kept = np.flatnonzero(keep)
+  if not len(kept):
+    raise ValueError(f"no model reached min_accuracy={spec.min_accuracy} without diverging "
+                     f"(best test accuracy {cat['accuracy'].max():.3f}); train longer or "
+                     f"lower the threshold")
   row_of = -np.ones(len(keep), np.int64)
   row_of[kept] = np.arange(len(kept))
   edges = param_bin_edges(spec)

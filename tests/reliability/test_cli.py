@@ -35,6 +35,7 @@ ENTRY_POINTS = {
     "serve_victim": ("--config.classifier_workdir={clf}",),
     "defence_utility": (),
     "model_stealing": (),
+    "reverse_engineering": (),
 }
 
 # kind -> (argv given the workdir and the entry point's own arguments, what the error
