@@ -6,7 +6,7 @@ attributes share array shapes and train side by side under one `vmap`:
 | attribute | values | how it is data |
 | --- | --- | --- |
 | act | relu, elu, prelu, tanh | all four computed, one selected per model |
-| drop | no, yes | dropout rate 0.5 * drop on the dense layers |
+| drop | no, yes | dropout (rate `NetSpec.dropout`, the paper's 0.5) on the hidden dense layers where yes |
 | pool | no, yes | 2x2 max-pooling vs stride-2 subsampling after conv 1 and 2 (equal shapes; no-pool is a stride-2 conv) |
 | ks | 3, 5 | a 5x5 kernel whose outer ring is masked for 3 (initialised at the 3x3 fan-in) |
 | conv | 2, 3, 4 | conv 3 and 4 (width to width) are skipped: identity where absent |
@@ -31,7 +31,6 @@ ACTIVATIONS = ("relu", "elu", "prelu", "tanh")
 ARCH_ATTRIBUTES = {"act": ACTIVATIONS, "drop": ("no", "yes"), "pool": ("no", "yes"),
                    "ks": (3, 5), "conv": (2, 3, 4), "fc": (2, 3, 4)}
 MAX_CONV, MAX_FC, KERNEL = 4, 4, 5
-DROPOUT = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +41,7 @@ class NetSpec:
   num_classes: int = 10
   width: int = 8
   hidden: int = 32
+  dropout: float = 0.5   # rate where drop = yes
 
   @property
   def flat(self) -> int:
@@ -133,12 +133,12 @@ def _dropout(h, rate, key):
   return jnp.where(jax.random.bernoulli(key, keep, h.shape), h / keep, 0.0)
 
 
-def apply(variables: dict, x: jax.Array, train: bool = False, rngs: dict | None = None
-          ) -> jax.Array:
+def apply(variables: dict, x: jax.Array, train: bool = False, rngs: dict | None = None,
+          dropout: float = 0.5) -> jax.Array:
   """Logits [B, K] of one zoo model on images x [B, H, W, C] (flax-style signature).
 
   `variables`: {'params': init_params(...), 'arch': {name: int32 index}}; in training
-  mode with drop = yes, dropout draws from rngs['dropout'].
+  mode with drop = yes, dropout at rate `dropout` draws from rngs['dropout'].
   """
   p, arch = variables["params"], variables["arch"]
   mask = kernel_mask(arch["ks"])
@@ -150,7 +150,7 @@ def apply(variables: dict, x: jax.Array, train: bool = False, rngs: dict | None 
                  p[f"conv{i}"]["slope"])
     h = _down(z, arch["pool"]) if i < 2 else jnp.where(i < n_conv, z, h)
   h = h.reshape(h.shape[0], -1)
-  rate = DROPOUT * arch["drop"].astype(jnp.float32)
+  rate = dropout * arch["drop"].astype(jnp.float32)
   keys = (jax.random.split(rngs["dropout"], MAX_FC) if train and rngs is not None
           else [None] * MAX_FC)
   for j in range(MAX_FC - 1):
@@ -178,7 +178,7 @@ def plain_params(params: dict, arch: dict) -> dict:
 
 
 def plain_apply(params: dict, arch: dict, x: jax.Array, train: bool = False,
-                key: jax.Array | None = None) -> jax.Array:
+                key: jax.Array | None = None, dropout: float = 0.5) -> jax.Array:
   """The plain model of `arch` (host ints): only its own layers, unmasked kernels, the
   chosen activation and downsampling; params from `plain_params`. Dropout keys are drawn
   as `apply` draws them, so both agree in training mode too."""
@@ -197,5 +197,5 @@ def plain_apply(params: dict, arch: dict, x: jax.Array, train: bool = False,
   for j in range(n_fc - 1):
     h = f(h @ params[f"fc{j}"]["w"] + params[f"fc{j}"]["b"], params[f"fc{j}"]["slope"])
     if keys[j] is not None and _value("drop", arch) == "yes":
-      h = _dropout(h, DROPOUT, keys[j])
+      h = _dropout(h, dropout, keys[j])
   return h @ params[f"fc{MAX_FC - 1}"]["w"] + params[f"fc{MAX_FC - 1}"]["b"]

@@ -109,7 +109,7 @@ def make_step(spec: TrainSpec):
 
     def objective(params):
       logits = zoo_net.apply({"params": params, "arch": state.arch}, x, train=True,
-                             rngs={"dropout": key})
+                             rngs={"dropout": key}, dropout=spec.net.dropout)
       ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
       return jnp.sum(ce * weight), logits
 

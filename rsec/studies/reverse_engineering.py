@@ -30,7 +30,7 @@ ZOO_KEYS = ("seed", "data", "zoo")   # what a reused zoo must have been built wi
 def zoo_spec(c: ml_collections.ConfigDict) -> zoo_lib.ZooSpec:
   z = c.zoo
   net = zoo_net.NetSpec((c.data.size, c.data.size, 1), len(c.data.characters), z.width,
-                        z.hidden)
+                        z.hidden, z.dropout)
   train = zoo_train.TrainSpec(net, tuple(z.batch_sizes), z.lr_sgd, z.lr_adam, z.lr_rmsprop,
                               z.steps)
   return zoo_lib.ZooSpec(train, z.models, z.ensemble_groups, z.stack_size, z.min_accuracy,
@@ -53,6 +53,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     check(c, f"zoo.{k}", type_=int, low=1)
   check(c, "zoo.ensemble_groups", type_=int, low=0)
   check(c, "zoo.min_accuracy", type_=float, low=0.0, high=1.0)
+  check(c, "zoo.dropout", type_=float, low=0.0, high=0.9)
   for k in ("lr_sgd", "lr_adam", "lr_rmsprop"):
     check(c, f"zoo.{k}", type_=float, low=0.0, low_exclusive=True)
   sizes = tuple(c.zoo.batch_sizes)

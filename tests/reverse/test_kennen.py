@@ -11,7 +11,10 @@ NET = zoo_net.NetSpec(input_shape=(8, 8, 1), num_classes=4, width=4, hidden=8)
 
 def test_encode_output_modes():
   p = np.asarray([[[0.1, 0.6, 0.3, 0.0], [0.25, 0.25, 0.4, 0.1]]], np.float32)   # [1, 2, 4]
-  np.testing.assert_allclose(kennen.encode(p, "score"), p.reshape(1, -1))
+  np.testing.assert_allclose(kennen.encode(p, "score"),
+                             1 + np.log(np.maximum(p, 1e-6)).reshape(1, -1) / np.log(1e6),
+                             rtol=1e-6, atol=1e-6)
+  assert kennen.encode(p, "score").min() == 0.0 and kennen.encode(p, "score").max() <= 1.0
   np.testing.assert_array_equal(kennen.encode(p, "label"), [[0, 1, 0, 0, 0, 0, 1, 0]])
   # Rank positions / (K - 1): first row order 1, 2, 0, 3; ties keep index order.
   np.testing.assert_allclose(kennen.encode(p, "ranking"),
