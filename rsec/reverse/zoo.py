@@ -152,8 +152,9 @@ def train_stack(spec: ZooSpec, models: dict, members: np.ndarray, data: dict,
   """Trains plan models `members` (one batch size) as one stack and stores them.
 
   data: 'train' and 'test' dicts of 'image' [N, H, W, C] and integer 'label' [N].
-  Writes `cell_dir/models.npz`: 'index' [M] (plan rows), 'accuracy' [M], 'skipped' [M],
-  'probs' [M, Q, K] (posteriors on `queries`), and the parameters as 'p/<path>'.
+  Writes `cell_dir/models.npz`: 'index' [M] (plan rows), 'a/<attribute>' [M] (value
+  indices; 'a/group', 'a/seed' too), 'accuracy' [M], 'skipped' [M], 'probs' [M, Q, K]
+  (posteriors on `queries`), and the parameters as 'p/<path>'.
   """
   arch = {k: models[k][members] for k in tuple(zoo_net.ARCH_ATTRIBUTES) + ("opt", "bs")}
   keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(spec.seed), s))(
@@ -178,6 +179,7 @@ def train_stack(spec: ZooSpec, models: dict, members: np.ndarray, data: dict,
   arrays = {"index": members.astype(np.int32), "accuracy": accuracy.astype(np.float32),
             "skipped": np.asarray(state.skipped, np.int32),
             "probs": zoo_train.stack_probs(state.variables, queries).astype(np.float32)}
+  arrays.update({f"a/{k}": v[members] for k, v in models.items()})
   for path, leaf in jax.tree_util.tree_leaves_with_path(state.params):
     arrays["p/" + "/".join(k.key for k in path)] = np.asarray(leaf)
   if io.is_chief():
@@ -207,8 +209,8 @@ class Zoo:
   attributes: {name: int [N]} value indices for every name of ATTRIBUTES.
   members: int [N, 3] rows of `params` (the trained singles kept), -1 padded;
   weights [N, 3] (1/count per member). accuracy [N]: FONTS test accuracy (ensembles:
-  the mean of their members', a lower bound is not claimed). probs [N, Q, K]: posteriors
-  on the zoo's query images (ensembles: the mean of the members').
+  the mean of their members' accuracies; the ensemble's own is not measured). probs
+  [N, Q, K]: posteriors on the zoo's query images (ensembles: the members' mean).
   params: the kept singles' parameters (leaves [U, ...]); arch: {name: int [U]}.
   dropped: counts of trained models dropped ('accuracy', 'diverged').
   """

@@ -202,7 +202,8 @@ class Study:
                      "n_queries": n, "attribute": name,
                      "accuracy": float(np.mean(pred[:, a] == self.labels[split.test, a])),
                      "chance": splits_lib.chance(self.labels[split.train, a],
-                                                 self.labels[split.test, a])})
+                                                 self.labels[split.test, a]),
+                     "chance_uniform": 1.0 / self.heads[a]})
     return rows
 
   def kennen_o(self, split, output: str, n: int, probs=None):

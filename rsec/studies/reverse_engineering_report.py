@@ -28,7 +28,11 @@ def summarise(c, study, zoo, rows, transfer, defended) -> dict:
       q = 1 if m == "kennen-i" else n
       acc, ch, k = _avg(rows, method=m, output=out, split=split, n_queries=q)
       if k:
-        methods[f"{m}/{out}/{split}"] = {"accuracy": acc, "chance": ch, "scored": k}
+        uniform = float(np.mean([r["chance_uniform"] for r in rows if r["method"] == m and
+                                 r["output"] == out and r["split"] == split and
+                                 r["n_queries"] == q]))
+        methods[f"{m}/{out}/{split}"] = {"accuracy": acc, "chance": ch,
+                                         "chance_uniform": uniform, "scored": k}
   r_o = methods.get("kennen-o/score/R", {})
   r_io = methods.get("kennen-io/score/R", {})
   r_label = methods.get("kennen-o/label/R", {})
@@ -36,6 +40,8 @@ def summarise(c, study, zoo, rows, transfer, defended) -> dict:
       "kennen_o_score_R_over_chance_points": 100 * (r_o.get("accuracy", np.nan)
                                                      - r_o.get("chance", np.nan)),
       "kennen_o_score_R_ge_chance_plus_25": bool(r_o and r_o["accuracy"] >= r_o["chance"] + .25),
+      "kennen_o_score_R_over_uniform_chance_points": 100 * (
+          r_o.get("accuracy", np.nan) - r_o.get("chance_uniform", np.nan)),
       "kennen_io_ge_kennen_o": bool(r_io and r_o and r_io["accuracy"] >= r_o["accuracy"]),
       "label_below_score_above_chance": bool(
           r_label and r_o and r_o["accuracy"] > r_label["accuracy"] > r_label["chance"]),
@@ -115,6 +121,9 @@ def write_report(workdir, c, results, rows, study) -> None:
   chance = {r["attribute"]: r["chance"] for r in r_rows}
   table.append(["chance (majority)"] + [_pct(chance.get(n)) for n in names]
                + [_pct(np.mean(list(chance.values())))])
+  uniform = {r["attribute"]: r["chance_uniform"] for r in r_rows}
+  table.append(["chance (1/#values, the paper's)"] + [_pct(uniform.get(n)) for n in names]
+               + [_pct(np.mean(list(uniform.values())))])
   n = c.kennen.n_queries
   for method, output, q in ([("kennen-o", o, n) for o in c.kennen.outputs]
                             + [("kennen-i", "label", 1), ("kennen-io", "score", n)]):
@@ -131,9 +140,10 @@ def write_report(workdir, c, results, rows, study) -> None:
   split_rows = []
   for key, v in results["methods"].items():
     m, out, split = key.split("/")
-    split_rows.append([m, out, split, v["scored"], _pct(v["accuracy"]), _pct(v["chance"])])
-  lines += [markdown_table(["method", "output", "split", "attributes", "accuracy", "chance"],
-                           split_rows), ""]
+    split_rows.append([m, out, split, v["scored"], _pct(v["accuracy"]), _pct(v["chance"]),
+                       _pct(v["chance_uniform"])])
+  lines += [markdown_table(["method", "output", "split", "attributes", "accuracy",
+                            "chance (majority)", "chance (1/#values)"], split_rows), ""]
   t = results["transfer"]
   lines += ["## Attribute-informed attacks", "",
             f"L-inf PGD (eps {t['eps']}, {t['steps']} steps) crafted on zoo models, tested on "

@@ -77,6 +77,10 @@ def test_zoo_builds_resumes_and_loads_models_alone(tmp_path):
   assert len(rows) == len(cells) and sum(r["models"] for r in rows) == 24
   stamps = {c: os.path.getmtime(os.path.join(tmp_path, "cells", c, "models.npz"))
             for c in os.listdir(tmp_path / "cells")}
+  plan = zoo_lib.plan(spec)
+  with np.load(tmp_path / "cells" / sorted(stamps)[0] / "models.npz") as f:
+    for k in zoo_lib.ATTRIBUTES[:-2]:   # each model stored with its attributes
+      np.testing.assert_array_equal(f[f"a/{k}"], plan[k][f["index"]])
   zoo_lib.build(spec, data, queries, str(tmp_path), progress=False)   # nothing to redo
   for c, t in stamps.items():
     assert os.path.getmtime(os.path.join(tmp_path, "cells", c, "models.npz")) == t
