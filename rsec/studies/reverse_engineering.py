@@ -366,11 +366,17 @@ def run_defences(study: Study, r: splits_lib.Split) -> list[dict]:
     for point in defence_points(name, settings):
       d = defences_lib.make_defence(name, ctx, **point, **_surrogate(name, study.spec))
 
-      def defended(probs, x):
+      def defended(probs, x, chunk=4096):
+        """Defended posteriors of M black boxes' [M, Q, K] on images x [Q, ...], in row
+        chunks (MAD runs its surrogate on every row; per-row keys come from the content,
+        so chunking changes nothing)."""
         m, q, k = probs.shape
         xs = np.broadcast_to(x[None], (m,) + x.shape).reshape((m * q,) + x.shape[1:])
-        y = defences_lib.defend(d, probs.reshape(m * q, k), xs, key=jax.random.key(c.seed))
-        return np.asarray(y).reshape(m, q, k)
+        flat = probs.reshape(m * q, k)
+        y = [np.asarray(defences_lib.defend(d, flat[i:i + chunk], xs[i:i + chunk],
+                                            key=jax.random.key(c.seed)))
+             for i in range(0, m * q, chunk)]
+        return np.concatenate(y).reshape(m, q, k)
       q = study.queries[:n]
       probs = defended(zoo.probs[:, :n], q)
       f = kennen.encode(probs, output)
