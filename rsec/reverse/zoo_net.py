@@ -189,8 +189,7 @@ def plain_apply(params: dict, arch: dict, x: jax.Array, train: bool = False,
   for i in range(n_conv):
     z = f(_conv(h, params[f"conv{i}"]["w"], params[f"conv{i}"]["b"]), params[f"conv{i}"]["slope"])
     if i < 2:
-      z = (jax.lax.reduce_window(z, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-           if _value("pool", arch) == "yes" else z[:, ::2, ::2, :])
+      z = _down(z, int(_value("pool", arch) == "yes"))
     h = z
   h = h.reshape(h.shape[0], -1)
   keys = jax.random.split(key, MAX_FC) if train and key is not None else [None] * MAX_FC

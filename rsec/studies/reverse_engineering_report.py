@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 
 import numpy as np
 
