@@ -5,12 +5,14 @@ python -m benchmarks.zoo_throughput [--vectorised 96] [--single 6] [--rounds 2]
 
 Three ways to train the same zoo models (attributes drawn by the quick preset's plan; the
 same FONTS data, steps, batch sizes and learning rates):
-- vectorised: rsec's zoo stacks (`rsec.reverse.zoo_train`: one masked super-network per
-  stack, one batch size per stack, `run_loop`), `--vectorised` models in stacks of up to
-  --stack models;
-- rsec one at a time: each model as a stack of one through the same `run_loop` (its
-  compiled chunk reused across models of a batch size, so compile time is not what is
-  measured; the first model of each batch size is a warm-up);
+- vectorised: rsec's zoo stacks (`rsec.reverse.zoo_train.make_stack_step`: the masked
+  super-network over a stack in lanes layout, one batch size per stack, `run_loop`),
+  `--vectorised` models in stacks of up to --stack models;
+- rsec one at a time: each model alone through the same `run_loop`, with the one-model
+  step (`zoo_train.make_step` under `vmap_step`, a stack of one: lanes of width 1 would
+  waste the vector registers); its compiled chunk reused across models of a batch size,
+  so compile time is not what is measured (the first model of each batch size is a
+  warm-up);
 - PyTorch one at a time: each model as a plain torch module of its own attributes
   (real 3x3 kernels, only its layers), its own optimizer (SGD momentum 0.9 / Adam /
   RMSprop with alpha 0.9 as optax's decay), torch.set_num_threads(--threads).
@@ -64,8 +66,9 @@ def main():
   import torch
   from configs.reverse_engineering import get_config
   from rsec.data.sources import load_classification
-  from rsec.reverse import zoo as zoo_lib, zoo_net, zoo_train
+  from rsec.reverse import zoo as zoo_lib, zoo_lanes, zoo_net, zoo_train
   from rsec.studies.reverse_engineering import zoo_spec
+  from rsec.training import stack as stack_lib
   from rsec.training.loop import IndexSetSampler, run_loop
   torch.set_num_threads(args.threads)
 
@@ -76,7 +79,8 @@ def main():
   models = zoo_lib.plan(spec)
   n_train = len(train["label"])
   names = list(zoo_net.ARCH_ATTRIBUTES)
-  step = zoo_train.make_stack_step(spec.train)
+  stack_step = zoo_train.make_stack_step(spec.train)
+  one_step = stack_lib.vmap_step(zoo_train.make_step(spec.train))
 
   def rows(m):
     return zoo_lib.training_rows(int(models["split"][m]), int(models["size"][m]), n_train,
@@ -86,6 +90,10 @@ def main():
     arch = {k: models[k][members] for k in names + ["opt", "bs"]}
     keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(0), s))(models["seed"][members])
     state = zoo_train.init_stack(spec.train, keys, arch)
+    if len(members) > 1:
+      state, step = zoo_lanes.to_lanes(state), stack_step
+    else:
+      step = one_step
     bs = spec.train.batch_sizes[int(arch["bs"][0])]
     state, _ = run_loop(state, step, train, IndexSetSampler([rows(m) for m in members], bs, 0),
                         key=jax.random.key(1), num_steps=spec.train.steps, steps_per_call=10,

@@ -48,8 +48,12 @@ def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
       meta=ml_collections.ConfigDict(dict(hidden=(256, 256), steps=1500, batch_size=64,
                                           learning_rate=1e-3, weight_decay=1e-4)),
       kennen_i=ml_collections.ConfigDict(dict(steps=100, step_size=0.02, craft_models=256)),
+      # Joint steps (batches of training entries); the metamodel at learning_rate, the
+      # query pixels at query_learning_rate (Adam: a step moves a pixel by about that);
+      # refit: retrain the metamodel on the learned queries (kennen-o's recipe) after.
       kennen_io=ml_collections.ConfigDict(dict(steps=150, batch_size=16,
-                                               learning_rate=3e-4, splits=("R",))),
+                                               learning_rate=3e-4, query_learning_rate=3e-2,
+                                               refit=True, splits=("R",))),
   ))
   c.transfer = ml_collections.ConfigDict(dict(
       black_boxes=10,         # held-out (R test) models attacked

@@ -236,9 +236,18 @@ def label_table(labels: np.ndarray, values: np.ndarray, num_values: int,
 
 # --------------------------------------------------------------------------- kennen-io
 
+def _joint_optimizer(spec: MetaSpec, query_learning_rate: float):
+  """AdamW on the metamodel, Adam at its own rate on the query pixels: Adam's steps do not
+  scale with the gradient, so one shared rate moves the queries by at most lr per step
+  (3e-4 left them where kennen-o's queries were)."""
+  queries = optax.adam(optax.cosine_decay_schedule(query_learning_rate, max(1, spec.steps)))
+  return optax.multi_transform({"queries": queries, "mlp": _adam(spec)},
+                               {"queries": "queries", "mlp": "mlp"})
+
+
 @functools.cache
-def _joint_step(spec: MetaSpec, heads: tuple, scored: tuple):
-  tx = _adam(spec)
+def _joint_step(spec: MetaSpec, heads: tuple, scored: tuple, query_learning_rate: float):
+  tx = _joint_optimizer(spec, query_learning_rate)
 
   def step(state, batch, key):
     del key
@@ -270,17 +279,22 @@ def entry_variables(variables: dict, members: np.ndarray) -> dict:
 def train_joint(spec: MetaSpec, variables: dict, members: np.ndarray, weights: np.ndarray,
                 labels: np.ndarray, queries: np.ndarray, mlp_params: list,
                 heads: tuple[int, ...], scored: tuple[bool, ...], *, key: jax.Array,
+                query_learning_rate: float | None = None,
                 progress: bool = False) -> tuple[np.ndarray, list]:
   """kennen-io: the query images [n, H, W, C] and the score metamodel, optimised jointly
-  (from `queries` and `mlp_params`, e.g. kennen-o's) on the training entries.
-  Returns (queries in [0, 1], metamodel parameters)."""
+  (from `queries` and `mlp_params`, e.g. kennen-o's) on the training entries; the
+  metamodel at `spec.learning_rate`, the query pixels at `query_learning_rate` (default:
+  the same). Returns (queries in [0, 1], metamodel parameters)."""
   check_labels(labels, heads, scored)
+  lr_q = spec.learning_rate if query_learning_rate is None else float(query_learning_rate)
+  if not (np.isfinite(lr_q) and lr_q > 0):
+    raise ValueError(f"query_learning_rate must be a positive number, got {query_learning_rate!r}")
   flat = entry_variables(variables, members)
   treedef = jax.tree.structure(variables)
   names = list(flat)
   data = {**{f"v{i}": flat[n] for i, n in enumerate(names)},
           "weights": weights.astype(np.float32), "y": labels.astype(np.int32)}
-  inner = _joint_step(spec, tuple(heads), tuple(scored))
+  inner = _joint_step(spec, tuple(heads), tuple(scored), lr_q)
 
   def step(state, batch, k):
     tree = jax.tree.unflatten(treedef, [batch[f"v{i}"] for i in range(len(names))])
@@ -288,7 +302,7 @@ def train_joint(spec: MetaSpec, variables: dict, members: np.ndarray, weights: n
 
   # Host copies: the loop donates the state's buffers, and the caller keeps its metamodel.
   params = {"queries": np.asarray(queries, np.float32), "mlp": jax.tree.map(np.array, mlp_params)}
-  tx = _adam(spec)
+  tx = _joint_optimizer(spec, lr_q)
   state = MetaState(jnp.zeros((), jnp.int32), params, tx.init(params))
   batch = min(spec.batch_size, len(labels))
   batch -= batch % jax.device_count()

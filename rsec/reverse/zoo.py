@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from rsec import grid, io
-from rsec.reverse import zoo_net, zoo_train
+from rsec.reverse import zoo_lanes, zoo_net, zoo_train
 from rsec.training.checkpoint import Checkpointer
 from rsec.training.loop import IndexSetSampler, run_loop
 
@@ -166,13 +166,16 @@ def train_stack(spec: ZooSpec, models: dict, members: np.ndarray, data: dict,
   batch = spec.train.batch_sizes[int(arch["bs"][0])]
   sampler = IndexSetSampler(sets, batch, seed=spec.seed)
   ckpt = Checkpointer(os.path.join(cell_dir, "checkpoints"),
-                      {"kind": "zoo_stack", "members": [int(m) for m in members]})
-  state, stats = run_loop(state, zoo_train.make_stack_step(spec.train), data["train"], sampler,
+                      {"kind": "zoo_stack", "layout": "models last",
+                       "members": [int(m) for m in members]})
+  state, stats = run_loop(zoo_lanes.to_lanes(state), zoo_train.make_stack_step(spec.train),
+                          data["train"], sampler,
                           key=jax.random.key(spec.seed + 1), num_steps=spec.train.steps,
                           steps_per_call=10, checkpointer=ckpt,
                           checkpoint_every=spec.train.steps, log_every=spec.train.steps,
                           progress=progress, desc=f"zoo stack (batch {batch})",
                           compile_cache=compile_cache)
+  state = zoo_lanes.from_lanes(state)
   test = data["test"]
   pred = zoo_train.stack_probs(state.variables, test["image"]).argmax(-1)
   accuracy = np.mean(pred == test["label"][None], axis=1)

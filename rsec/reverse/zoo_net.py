@@ -124,7 +124,10 @@ def _conv(x, w, b):
 
 def _down(z, pool):
   """2x2 max-pooling (pool = 1) or stride-2 subsampling (pool = 0): equal shapes."""
-  pooled = jax.lax.reduce_window(z, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+  # A reshape and max, not reduce_window: its gradient (select-and-scatter) is ~3x slower
+  # on XLA:CPU under vmap.
+  b, h, w, c = z.shape
+  pooled = z.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
   return jnp.where(pool == 1, pooled, z[:, ::2, ::2, :])
 
 

@@ -3,9 +3,11 @@
 The training attributes are data too: the optimiser (SGD with momentum, Adam, RMSprop:
 all three rules advance, each model's update is its own rule's, selected by index) and
 the batch size (every step reads the stack's largest batch; a model of batch size b
-averages its loss over the first b rows). A stack is a `ZooState` with leaves [M, ...]
-and the step is `rsec.training.stack.vmap_step` of the one-model step, so it runs on
-`run_loop` like everything else (data-parallel along the batch axis).
+averages its loss over the first b rows). `make_step` is one model's step; a stack
+trains with `make_stack_step`, the same step for M models at once in the lanes layout
+of `rsec.reverse.zoo_lanes` (models on the last axis of every leaf:
+`to_lanes(init_stack(...))`), on `run_loop` like everything else (data-parallel along
+the batch axis).
 """
 from __future__ import annotations
 
@@ -19,8 +21,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from rsec.reverse import zoo_net
-from rsec.training import stack as stack_lib
+from rsec.reverse import zoo_lanes, zoo_net
 from rsec.training.steps import all_finite
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
@@ -97,8 +98,8 @@ def select_rule(updates: tuple, index: jax.Array) -> Any:
 @functools.cache
 def make_step(spec: TrainSpec):
   """`step(state, batch, key)` of one model (batch: 'image' [B, ...], 'label' [B] with
-  B = max(batch_sizes)); `make_stack_step` is its stack. Cached per spec, so the compiled
-  chunk is recognised across calls."""
+  B = max(batch_sizes)); `make_stack_step` is the same step for a stack. Cached per spec,
+  so the compiled chunk is recognised across calls."""
   txs = spec.optimizers()
   sizes = jnp.asarray(spec.batch_sizes, jnp.float32)
 
@@ -130,9 +131,48 @@ def make_step(spec: TrainSpec):
   return step
 
 
+def _finite_per_model(tree) -> jax.Array:
+  """[M]: whether every entry of model m is finite (leaves [..., M])."""
+  leaves = jax.tree.leaves(tree)
+  return functools.reduce(jnp.logical_and, [
+      jnp.all(jnp.isfinite(a), axis=tuple(range(a.ndim - 1))) for a in leaves])
+
+
 @functools.cache
 def make_stack_step(spec: TrainSpec):
-  return stack_lib.vmap_step(make_step(spec))
+  """`step(state, batch, key)` of a stack in lanes layout (`zoo_lanes.to_lanes` of an
+  `init_stack` state); batch: 'image' [M, B, ...], 'label' [M, B]. Model m's update is
+  `make_step`'s with the dropout key `fold_in(key, m)` (as `rsec.training.stack.vmap_step`
+  derives it), so a stack trains each model as it would train alone; metrics are [M]."""
+  txs = spec.optimizers()
+  sizes = jnp.asarray(spec.batch_sizes, jnp.float32)
+
+  def step(state: ZooState, batch: dict, key: jax.Array):
+    x, y = batch["image"], batch["label"]
+    m = y.shape[0]
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(m))
+    bs = sizes[state.arch["bs"]]
+    weight = (jnp.arange(y.shape[1])[None] < bs[:, None]).astype(jnp.float32) / bs[:, None]
+
+    def objective(params):
+      logits = zoo_lanes.apply(params, state.arch, x, train=True, keys=keys,
+                               dropout=spec.net.dropout)                     # [M, B, K]
+      losses = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, y) * weight, 1)
+      return jnp.sum(losses), (losses, logits)   # models share no parameter: grads per model
+
+    (_, (losses, logits)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    outs = [tx.update(grads, s, state.params) for tx, s in zip(txs, state.opt_state)]
+    updates = select_rule(tuple(u for u, _ in outs), state.arch["opt"])
+    new = state.replace(params=optax.apply_updates(state.params, updates),
+                        opt_state=tuple(s for _, s in outs))
+    finite = jnp.isfinite(losses) & _finite_per_model(grads)                # [M]
+    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+    new = new.replace(step=state.step + 1, skipped=state.skipped + (~finite).astype(jnp.int32))
+    accuracy = jnp.sum((jnp.argmax(logits, -1) == y) * weight, 1)
+    return new, {"loss": jnp.where(finite, losses, 0.0), "accuracy": accuracy,
+                 "finite": jnp.ones((m,), jnp.float32)}
+
+  return step
 
 
 @jax.jit

@@ -119,6 +119,11 @@ class Study:
     return np.einsum("nm,nmbk->nbk", self.zoo.weights[rows], singles[np.maximum(members, 0)])
 
   def kennen_io(self, split, mlp_params):
+    """Test predictions [T, A] of kennen-io: queries and metamodel trained jointly (from
+    kennen-o's), then, with `refit`, the metamodel retrained on the learned queries' outputs
+    as kennen-o is. Why refit: kennen-o fits a small training zoo to ~100% (quick: 99.9% of
+    458 entries), so the joint phase's loss barely guides the queries, and its metamodel
+    has seen the new queries for only a few epochs."""
     io_c, n = self.c.kennen.kennen_io, self.c.kennen.n_queries
     meta = kennen.MetaSpec(tuple(self.c.kennen.meta.hidden), io_c.steps, io_c.batch_size,
                            io_c.learning_rate, self.c.kennen.meta.weight_decay)
@@ -126,7 +131,12 @@ class Study:
                                    self.zoo.weights[split.train], self.labels[split.train],
                                    self.queries[:n], mlp_params, self.heads, split.scored,
                                    key=jax.random.key(self.c.seed + 9),
+                                   query_learning_rate=io_c.query_learning_rate,
                                    progress=self.c.progress)
+    self.kennen_io_queries = q
+    if io_c.refit:
+      probs = self.entry_probs(np.arange(len(self.zoo)), q)
+      return self.kennen_o(split, "score", n, probs=probs)[1]
     probs = self.entry_probs(split.test, q)
     return kennen.predict(params, kennen.encode(probs, "score"), self.heads)
 

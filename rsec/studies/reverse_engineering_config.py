@@ -92,6 +92,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     check(c, f"kennen.{name}.steps", type_=int, low=1)
     check(c, f"kennen.{name}.batch_size", type_=int, low=1)
     check(c, f"kennen.{name}.learning_rate", type_=float, low=0.0, low_exclusive=True)
+  check(c, "kennen.kennen_io.query_learning_rate", type_=float, low=0.0, low_exclusive=True)
+  if not isinstance(k.kennen_io.refit, bool):
+    raise ValueError(f"config.kennen.kennen_io.refit must be True or False, got "
+                     f"{k.kennen_io.refit!r}")
   check(c, "kennen.kennen_i.steps", type_=int, low=1)
   check(c, "kennen.kennen_i.craft_models", type_=int, low=1)
   check(c, "kennen.kennen_i.step_size", type_=float, low=0.0, low_exclusive=True)

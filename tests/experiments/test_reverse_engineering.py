@@ -52,6 +52,8 @@ BAD = {
     "bad defence setting": (lambda c: setattr(c.defences.grid.mad, "eps", (-1.0,)), "eps"),
     "subsets under the batch": (lambda c: setattr(c.data, "train_size", 300),
                                 "fewer than the batch size"),
+    "query learning rate": (lambda c: setattr(c.kennen.kennen_io, "query_learning_rate", 0.0),
+                            "query_learning_rate"),
 }
 
 

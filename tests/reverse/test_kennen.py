@@ -92,6 +92,25 @@ def test_kennen_io_moves_queries_and_metamodel_inside_the_box():
   assert np.abs(np.asarray(p[0]["w"]) - np.asarray(params[0]["w"])).max() > 1e-4
 
 
+def test_kennen_io_moves_the_queries_at_their_own_learning_rate():
+  v = _zoo(8)
+  members = np.stack([np.arange(8), -np.ones(8, int), -np.ones(8, int)], 1)
+  weights = np.stack([np.ones(8), np.zeros(8), np.zeros(8)], 1).astype(np.float32)
+  labels = np.asarray(v["arch"]["act"])[:, None]
+  q0 = np.full((3,) + NET.input_shape, 0.5, np.float32)
+  params = kennen.init_mlp(jax.random.key(0), (3 * 4, 16, 4))
+  spec = kennen.MetaSpec(hidden=(16,), steps=8, batch_size=4, learning_rate=1e-4)
+
+  def moved(**kw):
+    q, _ = kennen.train_joint(spec, v, members, weights, labels, q0, params, (4,), (True,),
+                              key=jax.random.key(0), **kw)
+    return np.abs(q - q0).max()
+  same, fast = moved(), moved(query_learning_rate=1e-2)
+  assert fast > 10 * same
+  with pytest.raises(ValueError, match="query_learning_rate"):
+    moved(query_learning_rate=0.0)
+
+
 def test_splits_hold_values_out_and_refuse_unanswerable_ones():
   rng = np.random.default_rng(0)
   n = 300

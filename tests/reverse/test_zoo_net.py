@@ -1,11 +1,12 @@
-"""The masked super-network equals the plain model of its attributes, forward and trained."""
+"""The masked super-network equals the plain model of its attributes, forward and trained;
+the lanes stack (models on the last axis) equals the vmapped one-model network."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from rsec.reverse import zoo_net, zoo_train
+from rsec.reverse import zoo_lanes, zoo_net, zoo_train
 from rsec.training import stack as stack_lib
 from rsec.training.loop import IndexSetSampler, run_loop
 from rsec.training.state import TrainState
@@ -106,8 +107,9 @@ def test_masked_stack_trains_like_the_plain_models():
   start = jax.device_get(state.params)
   sampler = IndexSetSampler([np.arange(64), np.arange(10, 64), np.arange(40)], 16, seed=0)
   key = jax.random.key(5)
-  state, _ = run_loop(state, zoo_train.make_stack_step(spec), data, sampler, key=key,
-                      num_steps=12, steps_per_call=4, progress=False)
+  state, _ = run_loop(zoo_lanes.to_lanes(state), zoo_train.make_stack_step(spec), data,
+                      sampler, key=key, num_steps=12, steps_per_call=4, progress=False)
+  state = zoo_lanes.from_lanes(state)
   for m, a in enumerate(archs):
     plain = zoo_net.plain_params(stack_lib.unstack(start, m), a)
     step, tx = _plain_step(spec, a, int(arch["opt"][m]), spec.batch_sizes[arch["bs"][m]], m)
@@ -133,11 +135,42 @@ def test_a_diverging_member_is_counted_not_fatal():
   arch["opt"], arch["bs"] = np.asarray([1, 1]), np.asarray([1, 1])
   state = zoo_train.init_stack(spec, jax.random.split(jax.random.key(0), 2), arch)
   before = jax.device_get(state.params)
-  state, _ = run_loop(state, zoo_train.make_stack_step(spec), data,
+  state, _ = run_loop(zoo_lanes.to_lanes(state), zoo_train.make_stack_step(spec), data,
                       IndexSetSampler([np.arange(16), np.arange(16, 32)], 16, seed=0),
                       key=jax.random.key(0), num_steps=6, steps_per_call=3, progress=False)
   np.testing.assert_array_equal(np.asarray(state.skipped), [6, 0])
-  after = jax.device_get(state.params)
+  after = jax.device_get(zoo_lanes.from_lanes(state.params))
   np.testing.assert_array_equal(after["fc3"]["w"][0], before["fc3"]["w"][0])
   assert np.abs(after["fc3"]["w"][1] - before["fc3"]["w"][1]).max() > 0
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(after))
+
+
+def test_lanes_stack_equals_the_vmapped_models_forward_and_gradient():
+  """Eight models of mixed attributes on their own images: logits (also in training mode,
+  the same dropout masks) and parameter gradients equal vmap of `zoo_net.apply`."""
+  rng = np.random.default_rng(0)
+  m = 8
+  arch = {n: jnp.asarray(rng.integers(0, len(v), m), jnp.int32)
+          for n, v in zoo_net.ARCH_ATTRIBUTES.items()}
+  params = jax.vmap(lambda k, a: zoo_net.init_params(SPEC, k, a))(
+      jax.random.split(jax.random.key(0), m), arch)
+  x = jnp.asarray(rng.random((m, 6) + SPEC.input_shape, np.float32))
+  keys = jax.random.split(jax.random.key(3), m)
+  lanes = zoo_lanes.to_lanes(params)
+  assert lanes["conv1"]["w"].shape == (5, 5, 4, 4, m)
+  jax.tree.map(np.testing.assert_array_equal, zoo_lanes.from_lanes(lanes), params)
+
+  def vmapped(p, train):
+    return jax.vmap(lambda p, a, x, k: zoo_net.apply(
+        {"params": p, "arch": a}, x, train=train, rngs={"dropout": k}))(p, arch, x, keys)
+  for train in (False, True):
+    got = zoo_lanes.apply(lanes, arch, x, train=train, keys=keys)
+    np.testing.assert_allclose(got, vmapped(params, train), rtol=1e-5, atol=1e-5)
+  y = jnp.asarray(rng.integers(0, 5, (m, 6)))
+
+  def loss(logits):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()
+  ref = jax.grad(lambda p: loss(vmapped(p, True)))(params)
+  got = zoo_lanes.from_lanes(jax.grad(
+      lambda p: loss(zoo_lanes.apply(p, arch, x, train=True, keys=keys)))(lanes))
+  jax.tree.map(lambda g, r: np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-6), got, ref)
