@@ -31,7 +31,7 @@ from rsec.attacks.engine import run_attack
 from rsec.attacks.params import pixel
 from rsec.attacks.steps import STEPS
 from rsec.checks import check_choice, check_positive_int
-from rsec.reverse import zoo_net
+from rsec.reverse import zoo_lanes, zoo_net
 from rsec.stealing import outputs
 from rsec.training.loop import EpochSampler, run_loop
 
@@ -254,9 +254,12 @@ def _joint_step(spec: MetaSpec, heads: tuple, scored: tuple, query_learning_rate
 
     def objective(p):
       x = jnp.clip(p["queries"], 0.0, 1.0)
-      probs = jax.vmap(lambda v, w: jnp.einsum(
-          "m,mbk->bk", w, jax.nn.softmax(jax.vmap(lambda vm: zoo_net.apply(vm, x))(v), -1)))(
-              batch["variables"], batch["weights"])                       # [B, n, K]
+      w = batch["weights"]                                                # [B, 3]
+      flat = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), batch["variables"])
+      logits = zoo_lanes.apply(zoo_lanes.to_lanes(flat["params"]), flat["arch"],
+                               jnp.broadcast_to(x, (w.size,) + x.shape))   # [3B, n, K]
+      probs = jnp.einsum("bm,bmnk->bnk", w, jax.nn.softmax(logits, -1).reshape(
+          w.shape + logits.shape[1:]))                                    # [B, n, K]
       f = score_features(probs).reshape(probs.shape[0], -1)
       return head_loss(mlp(p["mlp"], f), batch["y"], heads, scored)
 
