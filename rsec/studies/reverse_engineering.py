@@ -122,7 +122,7 @@ class Study:
     """Test predictions [T, A] of kennen-io: queries and metamodel trained jointly (from
     kennen-o's), then, with `refit`, the metamodel retrained on the learned queries' outputs
     as kennen-o is. Why refit: kennen-o fits a small training zoo to ~100% (quick: 99.9% of
-    458 entries), so the joint phase's loss barely guides the queries, and its metamodel
+    ~460 entries), so the joint phase's loss barely guides the queries, and its metamodel
     has seen the new queries for only a few epochs."""
     io_c, n = self.c.kennen.kennen_io, self.c.kennen.n_queries
     meta = kennen.MetaSpec(tuple(self.c.kennen.meta.hidden), io_c.steps, io_c.batch_size,
@@ -133,7 +133,6 @@ class Study:
                                    key=jax.random.key(self.c.seed + 9),
                                    query_learning_rate=io_c.query_learning_rate,
                                    progress=self.c.progress)
-    self.kennen_io_queries = q
     if io_c.refit:
       probs = self.entry_probs(np.arange(len(self.zoo)), q)
       return self.kennen_o(split, "score", n, probs=probs)[1]
