@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rsec.reverse import zoo_net
 
@@ -84,13 +83,6 @@ conv.defvjp(_conv_fwd, _conv_bwd)
 
 # ------------------------------------------------------------------ the super-network
 
-def _down(z: jax.Array, pool: jax.Array) -> jax.Array:
-  """zoo_net's downsampling on [B, H, W, C, M]: 2x2 max-pool where pool = 1, else stride 2."""
-  b, h, w, c, m = z.shape
-  pooled = z.reshape(b, h // 2, 2, w // 2, 2, c, m).max(axis=(2, 4))
-  return jnp.where(pool == 1, pooled, z[:, ::2, ::2])
-
-
 def dropout_masks(keys: jax.Array, keep: jax.Array, shape: tuple[int, int]) -> list:
   """Per-model keep masks [M, B, hidden] of the hidden dense layers, drawn from each
   model's dropout key exactly as `zoo_net.apply` draws them (so the two agree bit for bit)."""
@@ -110,14 +102,12 @@ def apply(params: dict, arch: dict, x: jax.Array, *, train: bool = False,
   """
   n_conv = jnp.asarray(zoo_net.ARCH_ATTRIBUTES["conv"])[arch["conv"]]   # [M]
   n_fc = jnp.asarray(zoo_net.ARCH_ATTRIBUTES["fc"])[arch["fc"]]
-  ring = np.zeros((zoo_net.KERNEL, zoo_net.KERNEL, 1, 1, 1), np.float32)
-  ring[1:-1, 1:-1] = 1.0
-  mask = jnp.where(arch["ks"] == 0, jnp.asarray(ring), 1.0)                 # [5, 5, 1, 1, M]
+  mask = zoo_net.kernel_mask(arch["ks"])[..., None, :]                   # [5, 5, 1, 1, M]
   h = jnp.moveaxis(x.astype(jnp.float32), 0, -1)                           # [B, H, W, C, M]
   for i in range(zoo_net.MAX_CONV):
     q = params[f"conv{i}"]
     z = zoo_net.activate(conv(h, q["w"] * mask) + q["b"], arch["act"], q["slope"])
-    h = _down(z, arch["pool"]) if i < 2 else jnp.where(i < n_conv, z, h)
+    h = zoo_net.downsample(z, arch["pool"]) if i < 2 else jnp.where(i < n_conv, z, h)
   # Dense layers model-major: M small matmuls (the dot copies its operands as it needs).
   b = h.shape[0]
   h = jnp.moveaxis(h.reshape(b, -1, h.shape[-1]), -1, 0)                   # [M, B, F]

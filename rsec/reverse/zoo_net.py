@@ -122,13 +122,15 @@ def _conv(x, w, b):
   return cols @ w.reshape(-1, w.shape[-1]) + b
 
 
-def _down(z, pool):
-  """2x2 max-pooling (pool = 1) or stride-2 subsampling (pool = 0): equal shapes."""
+def downsample(z: jax.Array, pool: jax.Array) -> jax.Array:
+  """2x2 max-pooling (pool = 1) or stride-2 subsampling (pool = 0) over the axes 1 and 2 of
+  z [B, H, W, ...]: equal shapes. `pool` broadcasts against the trailing axes (a scalar
+  for one model; [M] for a stack with the models last, `zoo_lanes`)."""
   # A reshape and max, not reduce_window: its gradient (select-and-scatter) is ~3x slower
   # on XLA:CPU under vmap.
-  b, h, w, c = z.shape
-  pooled = z.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
-  return jnp.where(pool == 1, pooled, z[:, ::2, ::2, :])
+  b, h, w = z.shape[:3]
+  pooled = z.reshape((b, h // 2, 2, w // 2, 2) + z.shape[3:]).max(axis=(2, 4))
+  return jnp.where(pool == 1, pooled, z[:, ::2, ::2])
 
 
 def _dropout(h, rate, key):
@@ -151,7 +153,7 @@ def apply(variables: dict, x: jax.Array, train: bool = False, rngs: dict | None 
   for i in range(MAX_CONV):
     z = activate(_conv(h, p[f"conv{i}"]["w"] * mask, p[f"conv{i}"]["b"]), arch["act"],
                  p[f"conv{i}"]["slope"])
-    h = _down(z, arch["pool"]) if i < 2 else jnp.where(i < n_conv, z, h)
+    h = downsample(z, arch["pool"]) if i < 2 else jnp.where(i < n_conv, z, h)
   h = h.reshape(h.shape[0], -1)
   rate = dropout * arch["drop"].astype(jnp.float32)
   keys = (jax.random.split(rngs["dropout"], MAX_FC) if train and rngs is not None
@@ -192,7 +194,7 @@ def plain_apply(params: dict, arch: dict, x: jax.Array, train: bool = False,
   for i in range(n_conv):
     z = f(_conv(h, params[f"conv{i}"]["w"], params[f"conv{i}"]["b"]), params[f"conv{i}"]["slope"])
     if i < 2:
-      z = _down(z, int(_value("pool", arch) == "yes"))
+      z = downsample(z, int(_value("pool", arch) == "yes"))
     h = z
   h = h.reshape(h.shape[0], -1)
   keys = jax.random.split(key, MAX_FC) if train and key is not None else [None] * MAX_FC

@@ -95,6 +95,20 @@ def select_rule(updates: tuple, index: jax.Array) -> Any:
   return jax.tree.map(pick, *updates)
 
 
+def advance(txs: tuple, state: ZooState, grads: Any, finite: jax.Array) -> ZooState:
+  """The state after one step: every rule advances, each model takes its own rule's
+  update (`arch['opt']`); where `finite` is False (a scalar for one model, [M] for a stack
+  with the models last) the model keeps its state and counts the skipped step."""
+  outs = [tx.update(grads, s, state.params) for tx, s in zip(txs, state.opt_state)]
+  updates = select_rule(tuple(u for u, _ in outs), state.arch["opt"])
+  new = state.replace(params=optax.apply_updates(state.params, updates),
+                      opt_state=tuple(s for _, s in outs))
+  # One member diverging is a property of that model, not a failed run: it keeps its
+  # last finite state, counts the skipped step and is dropped from the zoo afterwards.
+  new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+  return new.replace(step=state.step + 1, skipped=state.skipped + (~finite).astype(jnp.int32))
+
+
 @functools.cache
 def make_step(spec: TrainSpec):
   """`step(state, batch, key)` of one model (batch: 'image' [B, ...], 'label' [B] with
@@ -115,15 +129,8 @@ def make_step(spec: TrainSpec):
       return jnp.sum(ce * weight), logits
 
     (loss, logits), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-    outs = [tx.update(grads, s, state.params) for tx, s in zip(txs, state.opt_state)]
-    updates = select_rule(tuple(u for u, _ in outs), state.arch["opt"])
-    new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                        opt_state=tuple(s for _, s in outs))
     finite = jnp.isfinite(loss) & all_finite(grads)
-    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
-    # One member diverging is a property of that model, not a failed run: it keeps its
-    # last finite state, counts the skipped step and is dropped from the zoo afterwards.
-    new = new.replace(step=state.step + 1, skipped=state.skipped + (~finite).astype(jnp.int32))
+    new = advance(txs, state, grads, finite)
     accuracy = jnp.sum((jnp.argmax(logits, -1) == y) * weight)
     return new, {"loss": jnp.where(finite, loss, 0.0), "accuracy": accuracy,
                  "finite": jnp.ones((), jnp.float32)}
@@ -161,13 +168,8 @@ def make_stack_step(spec: TrainSpec):
       return jnp.sum(losses), (losses, logits)   # models share no parameter: grads per model
 
     (_, (losses, logits)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-    outs = [tx.update(grads, s, state.params) for tx, s in zip(txs, state.opt_state)]
-    updates = select_rule(tuple(u for u, _ in outs), state.arch["opt"])
-    new = state.replace(params=optax.apply_updates(state.params, updates),
-                        opt_state=tuple(s for _, s in outs))
     finite = jnp.isfinite(losses) & _finite_per_model(grads)                # [M]
-    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
-    new = new.replace(step=state.step + 1, skipped=state.skipped + (~finite).astype(jnp.int32))
+    new = advance(txs, state, grads, finite)
     accuracy = jnp.sum((jnp.argmax(logits, -1) == y) * weight, 1)
     return new, {"loss": jnp.where(finite, losses, 0.0), "accuracy": accuracy,
                  "finite": jnp.ones((m,), jnp.float32)}

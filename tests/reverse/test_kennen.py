@@ -77,13 +77,19 @@ def test_kennen_i_crafts_inputs_that_make_the_zoo_answer_targets():
   np.testing.assert_array_equal(table, [1, 0, 1, 1])   # label 2 unseen: the common value
 
 
-def test_kennen_io_moves_queries_and_metamodel_inside_the_box():
+def _joint_case():
+  """8 single zoo models (their activation is the label), 3 grey queries, a small MLP."""
   v = _zoo(8)
   members = np.stack([np.arange(8), -np.ones(8, int), -np.ones(8, int)], 1)
   weights = np.stack([np.ones(8), np.zeros(8), np.zeros(8)], 1).astype(np.float32)
   labels = np.asarray(v["arch"]["act"])[:, None]
   q0 = np.full((3,) + NET.input_shape, 0.5, np.float32)
   params = kennen.init_mlp(jax.random.key(0), (3 * 4, 16, 4))
+  return v, members, weights, labels, q0, params
+
+
+def test_kennen_io_moves_queries_and_metamodel_inside_the_box():
+  v, members, weights, labels, q0, params = _joint_case()
   spec = kennen.MetaSpec(hidden=(16,), steps=8, batch_size=4, learning_rate=1e-2)
   q, p = kennen.train_joint(spec, v, members, weights, labels, q0, params, (4,), (True,),
                             key=jax.random.key(0))
@@ -93,12 +99,7 @@ def test_kennen_io_moves_queries_and_metamodel_inside_the_box():
 
 
 def test_kennen_io_moves_the_queries_at_their_own_learning_rate():
-  v = _zoo(8)
-  members = np.stack([np.arange(8), -np.ones(8, int), -np.ones(8, int)], 1)
-  weights = np.stack([np.ones(8), np.zeros(8), np.zeros(8)], 1).astype(np.float32)
-  labels = np.asarray(v["arch"]["act"])[:, None]
-  q0 = np.full((3,) + NET.input_shape, 0.5, np.float32)
-  params = kennen.init_mlp(jax.random.key(0), (3 * 4, 16, 4))
+  v, members, weights, labels, q0, params = _joint_case()
   spec = kennen.MetaSpec(hidden=(16,), steps=8, batch_size=4, learning_rate=1e-4)
 
   def moved(**kw):
