@@ -9,6 +9,7 @@ resumable grid of stacks (`rsec.reverse.zoo.build`) in WORKDIR/zoo or
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import jax
@@ -149,9 +150,9 @@ def confusion(true: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
   return m
 
 
-def run_kennen(study: Study) -> list[dict]:
-  c = study.c
-  k = c.kennen
+def run_kennen_o(study: Study) -> list[dict]:
+  """kennen-o rows: every split x output mode, and the query curve on R."""
+  k = study.c.kennen
   rows: list[dict] = []
   study.metamodels = {}
   n = k.n_queries
@@ -169,7 +170,19 @@ def run_kennen(study: Study) -> list[dict]:
     if q != n or "score" not in k.outputs:
       _, pred = study.kennen_o(r, "score", q)
       rows += study.scores(r, pred, "kennen-o", "score", q)
-  rows += study.scores(r, study.kennen_i(r), "kennen-i", "label", 1)
+  return rows
+
+
+def run_kennen_i(study: Study) -> list[dict]:
+  r = study.split("R")
+  return study.scores(r, study.kennen_i(r), "kennen-i", "label", 1)
+
+
+def run_kennen_io(study: Study) -> list[dict]:
+  """kennen-io rows, each split starting from its kennen-o metamodel (run_kennen_o first)."""
+  k = study.c.kennen
+  n = k.n_queries
+  rows: list[dict] = []
   for name in k.kennen_io.splits:
     split = study.split(name)
     base = study.metamodels.get((name, "score"))
@@ -284,15 +297,25 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict:
   io.prepare_workdir(workdir)
   if io.is_chief():
     io.write_text_atomic(os.path.join(workdir, "config.json"), cfg_lib.to_json(c))
-  study = Study(c, workdir)
-  zoo = study.build_zoo()
+  seconds: dict[str, float] = {}   # wall time per stage, for sizing the presets
+
+  def timed(stage, fn, *args):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    seconds[stage] = time.perf_counter() - t0
+    return out
+  study = timed("data", Study, c, workdir)
+  zoo = timed("zoo", study.build_zoo)
   for name in c.kennen.splits:   # every split is checked before any metamodel trains
     study.split(name)
-  rows = run_kennen(study)
+  rows = timed("kennen_o", run_kennen_o, study)
+  rows += timed("kennen_i", run_kennen_i, study)
+  rows += timed("kennen_io", run_kennen_io, study)
   r = study.split("R")
-  transfer = run_transfer(study, r)
-  defended = run_defences(study, r)
+  transfer = timed("transfer", run_transfer, study, r)
+  defended = timed("defences", run_defences, study, r)
   results = report.summarise(c, study, zoo, rows, transfer, defended)
+  results["seconds"] = seconds
   if io.is_chief():
     io.write_json_atomic(os.path.join(workdir, "results.json"), results)
     report.write_report(workdir, c, results, rows, study)

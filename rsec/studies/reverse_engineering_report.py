@@ -113,6 +113,8 @@ def write_report(workdir, c, results, rows, study) -> None:
            f"test accuracy and {z['dropped']['diverged']} diverged; kept {z['kept_singles']} "
            f"single models (mean accuracy {100 * z['mean_accuracy']:.1f}%) and "
            f"{z['ensembles']} ensembles: {z['size']} black boxes.", "",
+           "Wall time per stage (this run; a reused zoo is not retrained): " + ", ".join(
+               f"{k} {v:.0f} s" for k, v in results.get("seconds", {}).items()) + ".", "",
            "## Attribute accuracy on R (%, as the paper's Table 2)", ""]
   header = ["method"] + names + ["avg"]
   table = []

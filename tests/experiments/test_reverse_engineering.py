@@ -90,6 +90,9 @@ def test_end_to_end_writes_its_report_resumes_and_reuses_the_zoo(tmp_path):
   assert mad["mean_l1"] == pytest.approx(0.5, abs=0.02)
   report = (workdir / "report.md").read_text()
   assert "Table 2" in report and "kennen-io score" in report
+  stages = ("data", "zoo", "kennen_o", "kennen_i", "kennen_io", "transfer", "defences")
+  assert tuple(results["seconds"]) == stages and min(results["seconds"].values()) > 0
+  assert "Wall time per stage" in report and f"defences {results['seconds']['defences']:.0f} s" in report
   assert json.loads((workdir / "results.json").read_text())["zoo"] == json.loads(json.dumps(z))
   # A rerun trains no zoo stack again and gives the same numbers.
   zoo_files = lambda d: {os.path.join(r, p): os.path.getmtime(os.path.join(r, p))
