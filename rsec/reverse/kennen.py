@@ -31,7 +31,7 @@ from rsec.attacks.engine import run_attack
 from rsec.attacks.params import pixel
 from rsec.attacks.steps import STEPS
 from rsec.checks import check_choice, check_positive_int
-from rsec.reverse import zoo_lanes, zoo_net
+from rsec.reverse import zoo_lanes
 from rsec.stealing import outputs
 from rsec.training.loop import EpochSampler, run_loop
 
@@ -188,9 +188,14 @@ def mixture_probs(variables: dict, members: jax.Array, weights: jax.Array, x: ja
                   ) -> jax.Array:
   """Posteriors [N, B, K] of N zoo entries (members [N, 3] rows of the stacked
   `variables`, -1 padded; weights [N, 3]) on images x [B, ...]."""
-  probs = jax.nn.softmax(jax.vmap(lambda v: zoo_net.apply(v, x))(variables), -1)  # [U,B,K]
-  picked = probs[jnp.maximum(members, 0)]                                          # [N,3,B,K]
-  return jnp.einsum("nm,nmbk->nbk", weights, picked)
+  singles = zoo_lanes.shared_probs(zoo_lanes.to_lanes(variables["params"]),
+                                   variables["arch"], x)                          # [U,B,K]
+  return _mix(singles, members, weights)
+
+
+def _mix(singles: jax.Array, members: jax.Array, weights: jax.Array) -> jax.Array:
+  """Entries' posteriors [N, B, K] from their members' [U, B, K]."""
+  return jnp.einsum("nm,nmbk->nbk", weights, singles[jnp.maximum(members, 0)])
 
 
 def craft_inputs(variables: dict, members: np.ndarray, weights: np.ndarray,
@@ -207,9 +212,12 @@ def craft_inputs(variables: dict, members: np.ndarray, weights: np.ndarray,
   a, n = targets.shape
   members, weights = jnp.asarray(members), jnp.asarray(weights)
   tgt = jnp.asarray(targets, jnp.int32)
+  # The zoo in lanes layout once, outside the attack (a transpose inside it would let XLA
+  # keep strided weights in the convolution loop).
+  lanes = jax.jit(zoo_lanes.to_lanes)(variables["params"])
 
   def logits_fn(x):
-    p = mixture_probs(variables, members, weights, x)            # [N, A, K]
+    p = _mix(zoo_lanes.shared_probs(lanes, variables["arch"], x), members, weights)  # [N,A,K]
     return jnp.log(jnp.maximum(jnp.moveaxis(p, 0, 1), 1e-30)).reshape(x.shape[0], -1)
 
   def loss(logits, y, target):

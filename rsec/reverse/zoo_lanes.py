@@ -128,3 +128,10 @@ def apply(params: dict, arch: dict, x: jax.Array, *, train: bool = False,
       z = jnp.where(masks[j], z / per_model(keep), 0.0)
     h = z if j == 0 else jnp.where(per_model(j < n_fc - 1), z, h)
   return dense(h, params[f"fc{zoo_net.MAX_FC - 1}"])
+
+
+def shared_probs(params: dict, arch: dict, x: jax.Array) -> jax.Array:
+  """Softmax posteriors [M, B, K] of a lanes stack (eval mode) on images x [B, ...] that
+  all M models see."""
+  m = arch["act"].shape[0]
+  return jax.nn.softmax(apply(params, arch, jnp.broadcast_to(x, (m,) + x.shape)), -1)

@@ -177,13 +177,33 @@ def make_stack_step(spec: TrainSpec):
   return step
 
 
-@jax.jit
-def _stack_logits(variables, x):
-  return jax.vmap(lambda v: zoo_net.apply(v, x))(variables)
+_to_lanes = jax.jit(zoo_lanes.to_lanes)
 
 
-def stack_probs(variables: dict, x: np.ndarray, batch: int = 500) -> np.ndarray:
-  """Softmax posteriors [M, N, K] of a stack (variables with leaves [M, ...]) on x [N, ...]."""
-  outs = [np.asarray(jax.nn.softmax(_stack_logits(variables, jnp.asarray(x[i:i + batch])), -1))
-          for i in range(0, len(x), batch)]
-  return np.concatenate(outs, axis=1)
+_shared_probs = jax.jit(zoo_lanes.shared_probs)
+
+
+def stack_probs(variables: dict, x: np.ndarray, batch: int = 500,
+                models: int = 128) -> np.ndarray:
+  """Softmax posteriors [M, N, K] of a stack (variables with leaves [M, ...]) on x [N, ...].
+
+  Runs the lanes network on chunks of `models` models x `batch` images, the last chunk and
+  batch padded to full size, so one compile serves every stack and every N. The lanes
+  copy of each chunk is made in its own call: transposing inside the forward lets XLA keep
+  the weights strided in the convolution loop (2x slower, zoo_lanes' docstring).
+  """
+  m, n = len(variables["arch"]["act"]), len(x)
+  k = variables["params"][f"fc{zoo_net.MAX_FC - 1}"]["w"].shape[-1]
+  models, batch = min(models, m), min(batch, n)
+  x = np.asarray(x, np.float32)
+  out = np.empty((m, n, k), np.float32)
+  for lo in range(0, m, models):
+    rows = np.minimum(np.arange(lo, lo + models), m - 1)     # pad with the last model
+    chunk = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[rows]), variables)
+    params, arch = _to_lanes(chunk["params"]), chunk["arch"]
+    for i in range(0, n, batch):
+      xb = x[np.minimum(np.arange(i, i + batch), n - 1)]
+      probs = np.asarray(_shared_probs(params, arch, jnp.asarray(xb)))
+      take = min(batch, n - i)
+      out[lo:lo + models, i:i + take] = probs[:m - lo, :take]
+  return out

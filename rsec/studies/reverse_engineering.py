@@ -20,7 +20,7 @@ import numpy as np
 from rsec import config as cfg_lib
 from rsec import io
 from rsec.data.sources import load_classification, load_prototypes_from_config
-from rsec.reverse import kennen, splits as splits_lib, zoo as zoo_lib, zoo_net, zoo_train
+from rsec.reverse import kennen, splits as splits_lib, zoo as zoo_lib, zoo_lanes, zoo_train
 from rsec.stealing import defences as defences_lib
 
 from rsec.studies.reverse_engineering_config import (  # noqa: F401  (public here too)
@@ -209,6 +209,15 @@ def run_transfer(study: Study, r: splits_lib.Split) -> dict[str, Any]:
   pred = kennen.predict(study.metamodels[("R", "score")], f, study.heads)
   x_all, y_all = study.data["test"]["image"], study.data["test"]["label"]
   attack = pgd(t.eps, steps=t.steps, select="max_loss")
+
+  @jax.jit
+  def transfer(params, arch, key, x, y):
+    """PGD on the mean posterior of a source set (a lanes stack, traced: one compile per
+    set size, not one per black box)."""
+    def source_logits(z):
+      probs = zoo_lanes.shared_probs(params, arch, z).mean(0)
+      return jnp.log(jnp.maximum(probs, 1e-30))
+    return attack(source_logits, key, x, y, check=False)
   out: dict[str, list] = {"matched": [], "random": [], "zoo": []}
   matches = []
   for b, p in zip(boxes, pred):
@@ -226,12 +235,9 @@ def run_transfer(study: Study, r: splits_lib.Split) -> dict[str, Any]:
                "zoo": rng.permutation(train_singles)[:t.zoo_sources]}
     for name, rows in sources.items():
       members = jnp.asarray(zoo.members[rows][:, 0])
-      variables = jax.tree.map(lambda a: a[members], study.variables)
-
-      def source_logits(z, v=variables):
-        probs = jax.nn.softmax(jax.vmap(lambda vm: zoo_net.apply(vm, z))(v), -1).mean(0)
-        return jnp.log(jnp.maximum(probs, 1e-30))
-      x_adv = attack(source_logits, jax.random.key(study.c.seed + 11), x, y, check=False)
+      v = jax.tree.map(lambda a: a[members], study.variables)
+      x_adv = transfer(zoo_lanes.to_lanes(v["params"]), v["arch"],
+                       jax.random.key(study.c.seed + 11), x, y)
       out[name].append(float(np.mean(np.asarray(jnp.argmax(box_fn(x_adv), -1)) != y_all[idx])))
   return {"black_boxes": len(boxes), "eps": t.eps, "steps": t.steps,
           "sources": t.sources, "zoo_sources": t.zoo_sources,

@@ -174,3 +174,21 @@ def test_lanes_stack_equals_the_vmapped_models_forward_and_gradient():
   got = zoo_lanes.from_lanes(jax.grad(
       lambda p: loss(zoo_lanes.apply(p, arch, x, train=True, keys=keys)))(lanes))
   jax.tree.map(lambda g, r: np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-6), got, ref)
+
+
+def test_stack_probs_equals_each_model_alone_across_chunks_and_padding():
+  """Seven models on five images in chunks of 3 models x 2 images (both padded at the
+  end): every model's posteriors equal its own `zoo_net.apply`."""
+  rng = np.random.default_rng(1)
+  m = 7
+  arch = {n: jnp.asarray(rng.integers(0, len(v), m), jnp.int32)
+          for n, v in zoo_net.ARCH_ATTRIBUTES.items()}
+  params = jax.vmap(lambda k, a: zoo_net.init_params(SPEC, k, a))(
+      jax.random.split(jax.random.key(2), m), arch)
+  x = rng.random((5,) + SPEC.input_shape, np.float32)
+  got = zoo_train.stack_probs({"params": params, "arch": arch}, x, batch=2, models=3)
+  assert got.shape == (m, 5, SPEC.num_classes)
+  for i in range(m):
+    one = jax.tree.map(lambda a: a[i], {"params": params, "arch": arch})
+    want = jax.nn.softmax(zoo_net.apply(one, jnp.asarray(x)), -1)
+    np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6)
