@@ -178,8 +178,6 @@ def make_stack_step(spec: TrainSpec):
 
 
 _to_lanes = jax.jit(zoo_lanes.to_lanes)
-
-
 _shared_probs = jax.jit(zoo_lanes.shared_probs)
 
 
@@ -188,7 +186,8 @@ def stack_probs(variables: dict, x: np.ndarray, batch: int = 500,
   """Softmax posteriors [M, N, K] of a stack (variables with leaves [M, ...]) on x [N, ...].
 
   Runs the lanes network on chunks of `models` models x `batch` images, the last chunk and
-  batch padded to full size, so one compile serves every stack and every N. The lanes
+  batch padded to full size, so stacks of any size above `models` and any N above
+  `batch` share one compile. The lanes
   copy of each chunk is made in its own call: transposing inside the forward lets XLA keep
   the weights strided in the convolution loop (2x slower, zoo_lanes' docstring).
   """
