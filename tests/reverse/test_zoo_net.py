@@ -145,15 +145,20 @@ def test_a_diverging_member_is_counted_not_fatal():
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(after))
 
 
+def _random_stack(rng, m, key):
+  """(stacked params [M, ...], arch [M]) of m models with attributes drawn from rng."""
+  arch = {n: jnp.asarray(rng.integers(0, len(v), m), jnp.int32)
+          for n, v in zoo_net.ARCH_ATTRIBUTES.items()}
+  params = jax.vmap(lambda k, a: zoo_net.init_params(SPEC, k, a))(jax.random.split(key, m), arch)
+  return params, arch
+
+
 def test_lanes_stack_equals_the_vmapped_models_forward_and_gradient():
   """Eight models of mixed attributes on their own images: logits (also in training mode,
   the same dropout masks) and parameter gradients equal vmap of `zoo_net.apply`."""
   rng = np.random.default_rng(0)
   m = 8
-  arch = {n: jnp.asarray(rng.integers(0, len(v), m), jnp.int32)
-          for n, v in zoo_net.ARCH_ATTRIBUTES.items()}
-  params = jax.vmap(lambda k, a: zoo_net.init_params(SPEC, k, a))(
-      jax.random.split(jax.random.key(0), m), arch)
+  params, arch = _random_stack(rng, m, jax.random.key(0))
   x = jnp.asarray(rng.random((m, 6) + SPEC.input_shape, np.float32))
   keys = jax.random.split(jax.random.key(3), m)
   lanes = zoo_lanes.to_lanes(params)
@@ -181,10 +186,7 @@ def test_stack_probs_equals_each_model_alone_across_chunks_and_padding():
   end): every model's posteriors equal its own `zoo_net.apply`."""
   rng = np.random.default_rng(1)
   m = 7
-  arch = {n: jnp.asarray(rng.integers(0, len(v), m), jnp.int32)
-          for n, v in zoo_net.ARCH_ATTRIBUTES.items()}
-  params = jax.vmap(lambda k, a: zoo_net.init_params(SPEC, k, a))(
-      jax.random.split(jax.random.key(2), m), arch)
+  params, arch = _random_stack(rng, m, jax.random.key(2))
   x = rng.random((5,) + SPEC.input_shape, np.float32)
   got = zoo_train.stack_probs({"params": params, "arch": arch}, x, batch=2, models=3)
   assert got.shape == (m, 5, SPEC.num_classes)
