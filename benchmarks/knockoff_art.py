@@ -68,14 +68,15 @@ printed at the start and the end. rsec compiles its training chunk once per stac
 and settings (the warm-up does it); the held-out agreement recompiles per held-out size
 (~0.1 s), inside rsec's times.
 
-Measured 2026-12-01 (quiet 2-core CPU, torch 2 threads; `--budgets 1000,3000,10000
---adaptive_budget 1000 --steps 1000`, about 9 min; experiments/reports/
-knockoff_art_benchmark.json): accuracy rsec / ART defaults / ART matched: random .697 /
-.475 / .511 (1k), .856 / .515 / .727 (3k), .887 / .526 / .855 (10k); adaptive (1k) .748 /
-.272 / .350. Time ART / rsec: defaults 4.5x, 13.5x, 48.4x (random), 3.2x (adaptive);
-matched 0.93x, 0.87x, 0.79x (random; 0.95x for all budgets in one stack), 1.10x
-(adaptive). rsec's figures hold its query collection and held-out evaluations besides the
-same training work.
+Measured 2026-12-07 (2-core CPU, torch 2 threads; `--budgets 1000,3000,10000
+--adaptive_budget 1000,10000 --adaptive_batch 500 --steps 1000`, 21 min;
+experiments/reports/knockoff_art_benchmark.json): accuracy rsec / ART defaults / ART
+matched: random .738 / .461 / .512 (1k), .858 / .509 / .717 (3k), .872 / .520 / .834
+(10k); adaptive .760 / .462 / .498 (1k), .877 / .339 / .528 (10k). Time ART / rsec:
+defaults 4.0x, 12.8x, 43.3x (random), 4.1x, 23.8x (adaptive); matched 1.28x, 1.22x,
+1.19x (random; 1.19x for all budgets in one stack), 1.9x, 5.9x (adaptive). The random
+ratio moves with the machine (0.79x-0.93x on 2026-12-01's, where torch trained faster):
+benchmarks/README.md.
 
 Floors (printed met / NOT met): rsec accuracy >= ART accuracy at every budget (each ART
 setting, each strategy); ART time / rsec time >= 1x at matched work for random (each

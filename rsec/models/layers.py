@@ -8,8 +8,8 @@ layout (`kernel` [kh, kw, in, out], `bias` [out]), so weights move freely betwee
 A strided convolution whose kernel is a multiple of its stride (the 4x4 / 2 layers of the
 paper CNN, the VAE-GAN and the in-painter) takes its patches from a space-to-depth view
 (`space_to_depth_patches`): XLA:CPU's concatenation costs about its operand count times
-its output, and that view needs (k/s)^2 operands instead of k^2 (4 instead of 16; the
-paper CNN's forward 1.2x faster on 2 cores, `benchmarks/README.md`).
+its output, and that view needs (k/s)^2 operands instead of k^2 (4 instead of 16; on 2
+cores the paper CNN's PGD steps ran 1.35x faster and its forward 1.0-1.2x, BUILD_NOTES.md).
 
 `BatchNorm` is flax's, plus the deterministic cross-shard statistics of the virtual-shard
 train step (`rsec.training.steps.make_train_step(virtual_shards=...)`). Inside that step,
