@@ -9,7 +9,7 @@ A strided convolution whose kernel is a multiple of its stride (the 4x4 / 2 laye
 paper CNN, the VAE-GAN and the in-painter) takes its patches from a space-to-depth view
 (`space_to_depth_patches`): XLA:CPU's concatenation costs about its operand count times
 its output, and that view needs (k/s)^2 operands instead of k^2 (4 instead of 16; on 2
-cores the paper CNN's PGD steps ran 1.35x faster and its forward 1.0-1.2x, BUILD_NOTES.md).
+cores the paper CNN's PGD steps run 1.4x faster, `python -m benchmarks.patch_conv`).
 
 `BatchNorm` is flax's, plus the deterministic cross-shard statistics of the virtual-shard
 train step (`rsec.training.steps.make_train_step(virtual_shards=...)`). Inside that step,
