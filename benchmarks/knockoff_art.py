@@ -31,9 +31,9 @@ What is compared (everything in one run; the peers alternate budget by budget):
   --online_steps steps between batches), then a knockoff trained from scratch on the
   stream (`train_stack`, as rsec.studies.model_stealing does); ART's adaptive
   `extract(x=pool, y=pool.fine, thieved_classifier=...)` (flat bandit over the 62
-  leaves, reward 'all'). ART refits after every single query (one step on that query),
-  which costs it per query what rsec's online steps cost it per batch of queries; the
-  budgets are --adaptive_budget (a comma-separated list, default 500).
+  leaves, reward 'all'). ART takes one training step on every query as it comes; rsec
+  queries in batches and trains its online knockoff between them. The budgets are
+  --adaptive_budget (a comma-separated list, default 500).
 
 Two ART settings:
   (a) "ART defaults", as a user calls it: batch_size_fit, batch_size_query and nb_epochs
@@ -428,8 +428,11 @@ def parse_args(argv=None):
       if getattr(args, k) == p.get_default(k):
         setattr(args, k, v)
   args.budgets = sorted(int(b) for b in args.budgets.split(","))
-  args.adaptive_budget = sorted(b for b in (int(v) for v in str(args.adaptive_budget).split(","))
-                                if b > 0)
+  try:
+    adaptive = [int(v) for v in str(args.adaptive_budget).split(",")]
+  except ValueError:
+    p.error(f"--adaptive_budget takes comma-separated integers, got {args.adaptive_budget!r}")
+  args.adaptive_budget = sorted(b for b in adaptive if b > 0)
   if max(args.budgets + args.adaptive_budget) > args.pool_size:
     p.error("every budget must fit in --pool_size")
   return args
