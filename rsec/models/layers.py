@@ -7,9 +7,9 @@ its gradients are pads and matmuls, which stay fast. Parameters have `nn.Conv`'s
 layout (`kernel` [kh, kw, in, out], `bias` [out]), so weights move freely between the two.
 A strided convolution whose kernel is a multiple of its stride (the 4x4 / 2 layers of the
 paper CNN, the VAE-GAN and the in-painter) takes its patches from a space-to-depth view
-(`space_to_depth_patches`): XLA:CPU's concatenation costs about its operand count times
-its output, and that view needs (k/s)^2 operands instead of k^2 (4 instead of 16; on 2
-cores the paper CNN's PGD steps run 1.4x faster, `python -m benchmarks.patch_conv`).
+(`space_to_depth_patches`): XLA:CPU assembles a concatenation of many narrow slices
+slowly, and that view needs (k/s)^2 slices of s^2 C channels instead of k^2 slices of C
+(on 2 cores the paper CNN's PGD steps run 1.4x faster, `python -m benchmarks.patch_conv`).
 
 `BatchNorm` is flax's, plus the deterministic cross-shard statistics of the virtual-shard
 train step (`rsec.training.steps.make_train_step(virtual_shards=...)`). Inside that step,
