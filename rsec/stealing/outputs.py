@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rsec.checks import check_choice, check_positive_int
 from rsec.registry import Registry
@@ -42,6 +43,21 @@ def renormalise(p: jax.Array) -> jax.Array:
   s = jnp.sum(p, axis=-1, keepdims=True)
   k = p.shape[-1]
   return jnp.where(s > 0, p / jnp.where(s > 0, s, 1.0), 1.0 / k)
+
+
+# Entries within TIE_TOL of a row's maximum tie with it: a reader of the float32 answer
+# cannot tell them apart, so none of them is *the* top-1 (see `top1_share`).
+TIE_TOL = 1e-6
+
+
+def top1_share(p, k):
+  """Share of the top-1 that class k [B] holds in rows p [B, K]: 1 / (number of entries
+  within TIE_TOL of the row's maximum) if p[k] is one of them, else 0. A benign user who
+  breaks ties at random is right with this probability. numpy or jax arrays."""
+  xp = jnp if isinstance(p, jax.Array) else np
+  top = p >= xp.max(p, axis=-1, keepdims=True) - TIE_TOL
+  mine = xp.take_along_axis(top, xp.asarray(k)[..., None], axis=-1)[..., 0]
+  return mine / xp.sum(top, axis=-1)
 
 
 def one_hot_argmax(p: jax.Array) -> jax.Array:

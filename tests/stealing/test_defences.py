@@ -5,6 +5,8 @@ import pytest
 
 from rsec.stealing import DEFENCES, DefenceContext, defend, make_defence, make_output_mode
 from rsec.stealing.misinformation import misinformation_weight
+from rsec.stealing.outputs import top1_share
+from rsec.stealing.utility import defender_utility
 from tests.stealing.conftest import TinyMLP, aux_model, hard_posteriors, random_posteriors
 
 K = 5
@@ -95,3 +97,20 @@ def test_misinformation_weight_switches_on_low_confidence():
   y = np.array([[0.9, 0.1], [0.3, 0.7], [0.51, 0.49]], np.float32)
   a = np.asarray(misinformation_weight(y, tau=0.6, nu=1000.0))[:, 0]
   assert a[0] < 1e-6 and a[1] < 1e-6 and a[2] > 1 - 1e-6
+
+
+def test_defender_utility_counts_a_tied_top1_as_a_share_of_a_hit():
+  """A defence cannot keep the top-1 by serving a tie that only lowest-index
+  tie-breaking resolves: a top-1 tied with n - 1 others counts 1 / n of a hit."""
+  y = np.array([[.9, .1, 0, 0], [.1, .8, .1, 0], [.7, .3, 0, 0]], np.float32)
+  yt = np.array([[.5, .5, 0, 0],                  # tie of two, label among them
+                 [.3, .3, .3, .1],                # tie of three
+                 [.5, .5 - 3e-7, 0, 3e-7]], np.float32)  # within TIE_TOL: still a tie
+  u = defender_utility(y, yt, np.array([0, 1, 0]))
+  assert u["undefended_accuracy"] == 1.0
+  assert u["accuracy"] == pytest.approx((1 / 2 + 1 / 3 + 1 / 2) / 3)
+  assert u["flip_rate"] == pytest.approx((1 / 2 + 2 / 3 + 1 / 2) / 3)
+  assert u["accuracy_loss"] == pytest.approx(1 - u["accuracy"])
+  jax_share = top1_share(jax.numpy.asarray(yt), jax.numpy.array([1, 2, 1]))
+  np.testing.assert_allclose(np.asarray(jax_share), top1_share(yt, np.array([1, 2, 1])))
+  np.testing.assert_allclose(np.asarray(jax_share), [1 / 2, 1 / 3, 1 / 2], rtol=1e-6)

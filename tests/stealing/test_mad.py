@@ -9,6 +9,7 @@ import pytest
 from rsec.stealing import DefenceContext, defend, make_defence
 from rsec.stealing.defences import line_search
 from rsec.stealing.mad import angular_objective, argmax_candidates, autograd_objectives
+from rsec.stealing.outputs import TIE_TOL, top1_share
 from tests.stealing.conftest import TinyMLP, aux_model, random_posteriors
 
 
@@ -61,7 +62,7 @@ def test_mad_picks_the_best_vertex_after_the_line_search(paper_cnn, images):
 
 
 def _brute_force_argmax(y, p, eps):
-  """Every subset holding argmax(y), in plain NumPy."""
+  """Every subset holding argmax(y) whose answer keeps it as the strict top-1, in NumPy."""
   k, a = len(y), int(np.argmax(y))
   best, best_obj = None, -np.inf
   for bits in itertools.product((0, 1), repeat=k):
@@ -70,7 +71,7 @@ def _brute_force_argmax(y, p, eps):
     cand = np.asarray(bits, np.float64) / sum(bits)
     alpha = min(1.0, eps / np.abs(cand - y).sum())
     yt = (1 - alpha) * y + alpha * cand
-    if np.argmax(yt) != a:
+    if yt[a] - np.delete(yt, a).max() <= TIE_TOL:
       continue
     u, v = yt - p, y - p
     obj = 2 - 2 * u @ v / (np.linalg.norm(u) * np.linalg.norm(v))
@@ -88,11 +89,28 @@ def test_mad_argmax_is_the_exhaustive_optimum_and_keeps_the_argmax():
   p = np.asarray(jax.nn.softmax(aux.apply_fn(aux.variables, jnp.asarray(x), train=False)))
   out = np.asarray(defend(make_defence("mad_argmax", DefenceContext(k, shape), eps=1.0,
                                        surrogate=aux), y, x))
-  np.testing.assert_array_equal(out.argmax(1), y.argmax(1))
+  np.testing.assert_array_equal(top1_share(out, y.argmax(1)), 1.0)
   for i in range(20):
     _, obj = _brute_force_argmax(y[i].astype(np.float64), p[i].astype(np.float64), 1.0)
     got = float(angular_objective(jnp.asarray(out[i]), jnp.asarray(y[i]), jnp.asarray(p[i])))
     assert got == pytest.approx(obj, abs=1e-5)
+
+
+@pytest.mark.parametrize("k", [6, 14])   # exhaustive and greedy
+def test_mad_argmax_never_keeps_the_argmax_by_a_tie(k):
+  """At eps >= 1 the line search reaches small subsets' uniform distributions: a
+  near-certain y moved onto {argmax, j} at eps 1 is an exact tie. MAD-argmax must not
+  serve it (its argmax would be kept only by lowest-index tie-breaking)."""
+  shape = (3, 3, 1)
+  aux = aux_model(TinyMLP(k), 3, shape)
+  rng = np.random.default_rng(10)
+  x = rng.random((16,) + shape).astype(np.float32)
+  y = random_posteriors(rng, 16, k, 12.0)        # near one-hot: ties are within reach
+  for eps in (1.0, 1.5):
+    out = np.asarray(defend(make_defence("mad_argmax", DefenceContext(k, shape), eps=eps,
+                                         surrogate=aux), y, x))
+    np.testing.assert_array_equal(top1_share(out, y.argmax(1)), 1.0)
+    assert np.abs(out - y).sum(1).min() > 0.1    # it still perturbs every row
 
 
 def test_mad_argmax_greedy_beyond_ten_classes():
