@@ -125,3 +125,35 @@ def test_end_to_end_writes_its_report_and_a_rerun_resumes(tmp_path):
   other.knockoff.steps = 13
   with pytest.raises(ValueError, match="another config"):
     model_stealing.run(other, str(workdir))
+
+
+def _row(grid, labels, accuracy, defence="none", setting="", value=0, loss=0.0, budget=320):
+  r = dict(grid=grid, attack="knockoff", query_set="natural", strategy="random",
+           labels=labels, budget=budget, seed=0, defence=defence, setting=setting,
+           value=value, repeats=1, key_mode="content", victim="plain", accuracy=accuracy,
+           ratio=accuracy / .9, fidelity_test=accuracy, fidelity_query=accuracy,
+           transfer_success=0.5)
+  if grid == "defences":
+    r.update(defender_accuracy=.9 - loss, defender_accuracy_loss=loss,
+             defender_accuracy_loss_vs_plain=loss, defender_flip_rate=loss,
+             defender_mean_l1=value)
+  return r
+
+
+def test_the_mad_floor_takes_the_best_cheap_setting_of_either_mad_variant():
+  from rsec.studies.model_stealing_report import summarise
+  c = tiny_config()
+  rows = [_row("undefended", "probs", .88, budget=b) for b in c.budgets] + [
+      _row("defences", "probs", .83, "mad", "eps", 0.5, loss=.009),      # -5 pts, cheap
+      _row("defences", "probs", .50, "mad", "eps", 1.0, loss=.30),       # -38, too costly
+      _row("defences", "probs", .68, "mad_argmax", "eps", 1.5),          # -20, free
+      _row("defences", "probs", .40, "reverse_sigmoid", "beta", 0.2)]    # not MAD
+  r = summarise(c, rows, {"plain": .9}, 1.0)
+  floor = r["floors"]["mad_drop"]
+  assert floor["setting"] == "mad_argmax/eps=1.5" and floor["met"]
+  assert floor["value"] == pytest.approx(.20)
+  by = r["expectations"]["mad_drop_by_variant"]
+  assert by["mad"]["setting"] == "mad/eps=0.5" and by["mad"]["drop"] == pytest.approx(.05)
+  assert by["mad_argmax"]["drop"] == pytest.approx(.20)
+  rows[-2] = _row("defences", "probs", .80, "mad_argmax", "eps", 1.5)  # -8: not enough
+  assert not summarise(c, rows, {"plain": .9}, 1.0)["floors"]["mad_drop"]["met"]
