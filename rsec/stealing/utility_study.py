@@ -196,9 +196,10 @@ def write_report(workdir: str, c, results: dict, rows) -> str:
           f"Victim: {c.classifier.model.name} on FONTS {c.classifier.data.characters} "
           f"({c.classifier.data.difficulty}), undefended test accuracy "
           f"**{results['victim_accuracy']:.4f}** on {results['num_examples']} test images. "
-          "Accuracy is argmax of the defended posterior; loss in points against the "
-          "undefended victim; flips: share of argmax changes; L1 and KL(y~ || y) (nats, y "
-          "floored at 1e-12) of the perturbation.", "",
+          "Accuracy: the label is the top-1 of the defended posterior (a top-1 tied with n "
+          "- 1 other classes counts 1/n); loss in points against the undefended victim; "
+          "flips: share of rows whose top-1 is no longer the victim's argmax; L1 and "
+          "KL(y~ || y) (nats, y floored at 1e-12) of the perturbation.", "",
           reporting.markdown_table(["defence / setting", "accuracy", "loss (pts)", "flip rate",
                                     "mean L1", "mean KL"], table), "",
           "![utility](utility.png)", "",

@@ -123,8 +123,8 @@ def _expectations(knockoff, jbda, defences, big, small) -> dict:
                                   best_jb[0]}
   cmp = {}
   for label, p in defences.items():
-    if p["defence"] in ("mad", "reverse_sigmoid", "logit_noise", "simplex_noise") and \
-        "probs_accuracy" in p:
+    if p["defence"] in ("mad", "mad_argmax", "reverse_sigmoid", "logit_noise",
+                        "simplex_noise") and "probs_accuracy" in p:
       cmp[label] = {"defender_loss": p["accuracy_loss"], "soft_attacker": p["probs_accuracy"],
                     "mean_l1": p["mean_l1"]}
   out["soft_attacker_vs_perturbation_defences"] = cmp
@@ -290,7 +290,8 @@ def write_report(workdir: str, c, results: dict, rows: list[dict]) -> str:
       "returns the defended posterior) and the argmax attacker (it returns the label), "
       f"plus {c.defences.repeats}-fold repeated queries (answers averaged) against "
       f"{', '.join(c.defences.repeat_defences) or 'none'} with content and index keys. "
-      "Defender accuracy: argmax of the defended posterior on the victim's test set; loss: "
+      "Defender accuracy: the label is the top-1 of the defended posterior (a top-1 tied "
+      "with n - 1 other classes counts 1/n) on the victim's test set; loss: "
       "against the undefended victim the defence runs on (`@oe`: the outlier-exposure "
       "victim, trained with outliers "
       f"{c.outlier_characters!r}, undefended accuracy "
