@@ -14,9 +14,8 @@ def defender_utility(posterior: np.ndarray, defended: np.ndarray,
 
   Returns accuracy (the label is the top-1 of y~), undefended_accuracy (of y),
   accuracy_loss (their difference), flip_rate (share of rows whose top-1 is no longer
-  y's argmax), mean_l1
-  (||y~ - y||_1) and mean_kl (KL(y~ || y) in nats, y floored at 1e-12 so answers that
-  zero classes out stay finite).
+  y's argmax), mean_l1 (||y~ - y||_1) and mean_kl (KL(y~ || y) in nats, y floored at
+  1e-12 so answers that zero classes out stay finite).
   A top-1 tied with other classes (within `outputs.TIE_TOL`) counts as 1 / (tied
   classes) of a hit: a defence cannot keep the top-1 by serving a tie that only
   lowest-index tie-breaking resolves.
