@@ -68,13 +68,13 @@ printed at the start and the end. rsec compiles its training chunk once per stac
 and settings (the warm-up does it); the held-out agreement recompiles per held-out size
 (~0.1 s), inside rsec's times.
 
-Measured 2026-12-07 (2-core CPU, torch 2 threads; `--budgets 1000,3000,10000
---adaptive_budget 1000,10000 --adaptive_batch 500 --steps 1000`, 21 min;
+Measured 2026-12-07 (2-core CPU, torch 2.13.0+cpu with 2 threads; `--budgets
+1000,3000,10000 --adaptive_budget 1000,10000 --adaptive_batch 500 --steps 1000`, 16 min;
 experiments/reports/knockoff_art_benchmark.json): accuracy rsec / ART defaults / ART
 matched: random .738 / .461 / .512 (1k), .858 / .509 / .717 (3k), .872 / .520 / .834
 (10k); adaptive .760 / .462 / .498 (1k), .877 / .339 / .528 (10k). Time ART / rsec:
-defaults 4.0x, 12.8x, 43.3x (random), 4.1x, 23.8x (adaptive); matched 1.28x, 1.22x,
-1.19x (random; 1.19x for all budgets in one stack), 1.9x, 5.9x (adaptive). The random
+defaults 5.6x, 12.5x, 43.4x (random), 3.4x, 23.9x (adaptive); matched 1.36x, 1.09x,
+1.13x (random; 1.20x for all budgets in one stack), 1.57x, 5.72x (adaptive). The random
 ratio moves with the machine (0.79x-0.93x on 2026-12-01's, where torch trained faster):
 benchmarks/README.md.
 
